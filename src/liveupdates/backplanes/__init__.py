@@ -1,0 +1,29 @@
+"""Backplanes: chosen by URL (``memory://``, ``redis://``), imported lazily."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from .base import Backplane, Receiver
+from .memory import MemoryBackplane
+
+__all__ = ("Backplane", "MemoryBackplane", "Receiver", "backplane_from_url")
+
+
+def backplane_from_url(url: str) -> Backplane:
+    """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]`` or ``redis://...``."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        options = dict(parse_qsl(parts.query))
+        unknown = set(options) - {"history_size", "history_ttl"}
+        if unknown:
+            raise ValueError(f"unknown memory:// options: {', '.join(sorted(unknown))}")
+        return MemoryBackplane(
+            history_size=int(options.get("history_size", 1000)),
+            history_ttl=float(options.get("history_ttl", 600.0)),
+        )
+    if parts.scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackplane  # needs the [redis] extra
+
+        return RedisBackplane.from_url(url)
+    raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://)")

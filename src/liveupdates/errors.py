@@ -1,0 +1,73 @@
+"""Exceptions and the codes that reach clients.
+
+Exception tree::
+
+    LiveUpdatesError
+    ├── ProtocolError          a client frame is malformed or not allowed (close 4400)
+    │   └── FrameTooLarge      a client frame exceeds the frame limit (close 1009)
+    ├── Unauthorized           the authentication hook rejected a connection (close 4401)
+    ├── BackplaneError         the backplane cannot publish or read history
+    │   └── BackplaneUnavailable  the backplane is not connected (for example Redis is down)
+    └── HubClosed              the hub is not running (not started, or shut down)
+
+Third-party errors (redis-py, the ASGI server) are mapped to these at the boundary.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes sent by the server (see docs/protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    FRAME_TOO_LARGE = 1009
+    INTERNAL_ERROR = 1011
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    HANDSHAKE_TIMEOUT = 4408
+    RATE_LIMITED = 4429
+    SLOW_CONSUMER = 4503
+    HEARTBEAT_TIMEOUT = 4504
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes of non-fatal `error` messages; the connection stays open."""
+
+    FORBIDDEN = "forbidden"
+    INVALID_TOPIC = "invalid_topic"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+
+
+class LiveUpdatesError(Exception):
+    """Base class of every error raised by liveupdates."""
+
+
+class ProtocolError(LiveUpdatesError):
+    """A client frame is malformed, of an unknown type, or not allowed now."""
+
+    close_code = CloseCode.BAD_REQUEST
+
+
+class FrameTooLarge(ProtocolError):
+    """A client frame exceeds `Limits.max_frame_bytes`."""
+
+    close_code = CloseCode.FRAME_TOO_LARGE
+
+
+class Unauthorized(LiveUpdatesError):
+    """Raised by (or on behalf of) the authentication hook to refuse a connection."""
+
+
+class BackplaneError(LiveUpdatesError):
+    """The backplane failed to publish or to read history."""
+
+
+class BackplaneUnavailable(BackplaneError):
+    """The backplane is not connected; the operation was not performed."""
+
+
+class HubClosed(LiveUpdatesError):
+    """The hub is not running."""
