@@ -25,5 +25,6 @@ def backplane_from_url(url: str) -> Backplane:
     if parts.scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackplane  # needs the [redis] extra
 
-        return RedisBackplane.from_url(url)
+        backplane: Backplane = RedisBackplane.from_url(url)
+        return backplane
     raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://)")

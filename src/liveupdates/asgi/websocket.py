@@ -1,0 +1,220 @@
+"""The WebSocket endpoint: a raw ASGI app speaking the liveupdates protocol.
+
+Mount it as a Starlette ``WebSocketRoute("/live", WebSocketEndpoint(hub))`` or with FastAPI's
+``app.add_websocket_route("/live", WebSocketEndpoint(hub))``; any ASGI server runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+
+from ..auth import AuthRequest
+from ..connection import Connection
+from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauthorized
+from ..hub import Hub, _control
+from ..protocol import (
+    SUBPROTOCOL,
+    Hello,
+    Ping,
+    Pong,
+    Refresh,
+    Refreshed,
+    ServerPong,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+)
+from ._origin import AllowedOrigins, OriginPolicy
+
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+logger = logging.getLogger("liveupdates")
+_PONG = _control(ServerPong())
+
+
+class _PeerGone(Exception):
+    pass
+
+
+def _payload(message: ASGIMessage) -> str | bytes:
+    text = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
+
+
+class WebSocketEndpoint:
+    """Accept liveupdates WebSocket connections for `hub`.
+
+    `allowed_origins`: None (default) accepts only same-origin browser pages, ``"*"`` any page,
+    or a list such as ``["https://app.example.com"]``.
+    """
+
+    def __init__(self, hub: Hub, *, allowed_origins: AllowedOrigins = None) -> None:
+        self.hub = hub
+        self.origins = OriginPolicy(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await _http_upgrade_required(scope, send)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if not self.origins.allows(scope) or not self.hub.running:
+            await send({"type": "websocket.close", "code": 1008})  # the server answers HTTP 403
+            return
+        chosen = SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", ()) else None
+        await send({"type": "websocket.accept", "subprotocol": chosen})
+        try:
+            code, reason = await self._session(scope, receive, send)
+        except _PeerGone:
+            return
+        except Exception:
+            self.hub.count_error()
+            logger.exception("WebSocket connection failed")
+            code, reason = CloseCode.INTERNAL_ERROR, "internal error"
+        if code is not None:
+            # the peer may have gone meanwhile: then there is nothing left to tell it
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(1.0),
+                contextlib.suppress(Exception),
+            ):
+                await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send) -> tuple[int | None, str]:
+        hub, limits = self.hub, self.hub.limits
+        message: ASGIMessage | None = None
+        with anyio.move_on_after(limits.hello_timeout):
+            message = await receive()
+        if message is None:
+            return CloseCode.HANDSHAKE_TIMEOUT, "no hello in time"
+        if message["type"] == "websocket.disconnect":
+            raise _PeerGone
+        try:
+            hello = decode_client_frame(_payload(message), limits.max_frame_bytes)
+        except ProtocolError as exc:
+            return exc.close_code, str(exc)
+        if not isinstance(hello, Hello):
+            return CloseCode.BAD_REQUEST, "the first frame must be hello"
+        request = AuthRequest.from_scope(scope, token=hello.token)
+        try:
+            principal = await hub.authenticate(request)
+        except Unauthorized as exc:
+            logger.info("connection refused: %s (token from %s)", exc, request.token_source)
+            return CloseCode.UNAUTHORIZED, str(exc)
+        try:
+            conn = hub.connect(principal, "websocket")
+        except HubClosed:
+            return CloseCode.GOING_AWAY, "server shutting down"
+        peer_gone = False
+
+        async def send_frame(frame: str) -> None:
+            nonlocal peer_gone
+            try:
+                await send({"type": "websocket.send", "text": frame})
+            except Exception:  # ASGI servers raise various errors once the peer is gone
+                peer_gone = True
+                conn.scope.cancel()
+                raise _PeerGone from None
+            hub.count_frame()
+
+        try:
+            with conn.scope:
+                await hub.open(conn, hello)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_run_writer, conn, send_frame, hub)
+                    peer_gone = await self._read_loop(conn, receive, scope)
+                    tg.cancel_scope.cancel()
+        except BackplaneError as exc:
+            logger.warning("backplane unavailable during a handshake: %s", exc)
+            return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
+        finally:
+            hub.disconnect(conn)
+        if peer_gone:
+            raise _PeerGone
+        return conn.close_code, conn.close_reason
+
+    async def _read_loop(self, conn: Connection, receive: Receive, scope: Scope) -> bool:
+        """Handle client frames until the peer leaves (True) or the connection is closed."""
+        hub, limits = self.hub, self.hub.limits
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return True
+            now = hub.clock()
+            conn.last_received = now
+            if not conn.rate.allow(now):
+                conn.close(CloseCode.RATE_LIMITED, "too many messages")
+                return False
+            try:
+                frame = decode_client_frame(_payload(message), limits.max_frame_bytes)
+            except ProtocolError as exc:
+                conn.close(exc.close_code, str(exc))
+                return False
+            match frame:
+                case Subscribe(topic=topic, since=since, id=request_id):
+                    position = since.position() if since is not None else None
+                    try:
+                        await hub.subscribe(conn, topic, position, request_id)
+                    except BackplaneError:
+                        conn.close(CloseCode.TRY_AGAIN_LATER, "backplane unavailable")
+                        return False
+                case Unsubscribe(topic=topic, id=request_id):
+                    hub.unsubscribe(conn, topic, request_id)
+                case Ping():
+                    conn.push(_PONG)
+                case Pong():
+                    pass
+                case Refresh(token=token):
+                    await self._refresh(conn, scope, token)
+                case Hello():
+                    conn.close(CloseCode.BAD_REQUEST, "hello was already received")
+                    return False
+
+    async def _refresh(self, conn: Connection, scope: Scope, token: str) -> None:
+        try:
+            principal = await self.hub.authenticate(AuthRequest.from_scope(scope, token=token))
+        except Unauthorized as exc:
+            conn.close(CloseCode.UNAUTHORIZED, str(exc))
+            return
+        if principal.user != conn.user:
+            conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
+            return
+        conn.principal = principal
+        expires_in = None
+        if principal.expires_at is not None:
+            expires_in = max(0, int((principal.expires_at - time.time()) * 1000))
+        conn.push(_control(Refreshed(expires_in)))
+
+
+async def _run_writer(
+    conn: Connection, send_frame: Callable[[str], Awaitable[None]], hub: Hub
+) -> None:
+    with contextlib.suppress(_PeerGone):
+        await conn.run_writer(send_frame, hub.clock)
+
+
+async def _http_upgrade_required(scope: Scope, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    body = b"this is a WebSocket endpoint\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 426,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"upgrade", b"websocket"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,143 @@
+"""One client connection: who it is, which streams it is on, its outbox and its writer.
+
+State machine::
+
+    CONNECTING --hello accepted--> OPEN --close()/peer gone--> CLOSING --> CLOSED
+
+A transport (WebSocket or SSE endpoint) creates the connection, runs `run_writer` next to its
+own reader loop inside `scope`, and after `scope` ends sends the close with `close_code`.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from .auth import Principal
+from .errors import CloseCode
+from .limits import Limits, RateLimiter
+from .outbox import Message, Outbox
+
+SendFrame = Callable[[str], Awaitable[None]]
+
+
+class ConnectionState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Connection:
+    """A client connection registered with a hub."""
+
+    __slots__ = (
+        "__weakref__",
+        "_gates",
+        "close_code",
+        "close_reason",
+        "id",
+        "last_received",
+        "last_sent",
+        "limits",
+        "outbox",
+        "principal",
+        "rate",
+        "scope",
+        "since",
+        "state",
+        "streams",
+        "topics",
+        "transport",
+    )  # fmt: skip
+
+    def __init__(
+        self, id: str, principal: Principal, transport: str, limits: Limits, now: float
+    ) -> None:
+        self.id = id
+        self.principal = principal
+        self.transport = transport
+        self.limits = limits
+        self.state = ConnectionState.CONNECTING
+        self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes)
+        self.rate = RateLimiter(limits.rate, limits.burst, now)
+        self.streams: set[str] = set()
+        self.topics: set[str] = set()
+        self.since = time.time()
+        self.last_received = self.last_sent = now
+        self.scope = anyio.CancelScope()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        # stream -> held messages while the stream is being joined, or an offset floor
+        self._gates: dict[str, list[Message] | tuple[str, int]] = {}
+
+    @property
+    def user(self) -> str | None:
+        return self.principal.user
+
+    def push(self, message: Message) -> None:
+        """Queue a message for this client without waiting."""
+        if self._gates:
+            gate = self._gates.get(message.stream) if message.stream is not None else None
+            if gate is not None:
+                if isinstance(gate, list):
+                    gate.append(message)
+                    return
+                if message.epoch == gate[0] and message.offset <= gate[1]:
+                    return  # already replayed to this client
+                del self._gates[message.stream]  # type: ignore[arg-type]
+        self.outbox.push(message)
+
+    def hold(self, stream: str) -> None:
+        """Hold `stream`'s live messages aside while the stream is being joined."""
+        self._gates[stream] = []
+
+    def release(self, stream: str, epoch: str, offset: int) -> None:
+        """Stop holding `stream`: queue held messages newer than (epoch, offset).
+
+        Messages of `stream` up to `offset` that arrive later (a backplane's live path lagging
+        behind its history) are dropped.
+        """
+        held = self._gates.pop(stream, None)
+        floor = offset
+        for message in held if isinstance(held, list) else ():
+            if message.epoch != epoch or message.offset > floor:
+                self.outbox.push(message)
+                epoch, floor = message.epoch, message.offset
+        self._gates[stream] = (epoch, floor)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Ask the transport to close this connection with `code`. Idempotent."""
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        self.state = ConnectionState.CLOSING
+        self.close_code, self.close_reason = int(code), reason
+        self.outbox.close()
+        self.scope.cancel()
+
+    async def run_writer(self, send: SendFrame, clock: Callable[[], float]) -> None:
+        """Send everything pending, one frame per wake-up, until the connection closes.
+
+        A send that takes longer than `send_timeout` closes the connection (slow consumer).
+        """
+        outbox, limits = self.outbox, self.limits
+        flush_interval, send_timeout = limits.flush_interval, limits.send_timeout
+        while True:
+            await outbox.wait()
+            if flush_interval:
+                await anyio.sleep(flush_interval)
+            frame = outbox.drain()
+            if frame is None:
+                return
+            with anyio.move_on_after(send_timeout) as timeout:
+                await send(frame)
+            if timeout.cancelled_caught:
+                self.close(CloseCode.SLOW_CONSUMER, "send timed out")
+                return
+            self.last_sent = clock()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user!r} {self.state.value}>"

@@ -1,0 +1,205 @@
+"""A connection's pending output: bounded, merging, collapsing into `resync` when full.
+
+Pending messages keep their order, with three kinds of merges (each moves the merged message to
+the newest position, which is always safe: a later refetch sees a later state):
+
+- invalidations of one stream merge into one, with the union of their keys;
+- events of one stream with the same latest-value-wins slot keep only the newest;
+- past `max_messages` or `max_bytes`, everything pending for a stream collapses into one
+  `resync` of that stream, which then absorbs that stream's later events until it is sent.
+
+Messages without a stream (control messages: `welcome`, `error`, `pong`...) are never merged.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+import anyio
+import msgspec
+
+from .events import INVALIDATE_SLOT, Invalidate, encode_json, merge_keys
+from .protocol import Resync, encode_message
+
+
+class Message:
+    """One message ready for the wire. Event messages are shared by every receiving connection."""
+
+    __slots__ = ("_frame", "body", "epoch", "offset", "size", "slot", "stream", "text", "ts")
+
+    def __init__(
+        self,
+        text: str,
+        stream: str | None = None,
+        epoch: str = "",
+        offset: int = 0,
+        slot: str | None = None,
+        body: bytes = b"",
+        ts: float = 0.0,
+    ) -> None:
+        self.text = text
+        self.size = len(text)
+        self.stream, self.epoch, self.offset = stream, epoch, offset
+        self.slot, self.body, self.ts = slot, body, ts
+        self._frame: str | None = None
+
+    @property
+    def frame(self) -> str:
+        """This message alone as a frame; built once, however many connections send it."""
+        if self._frame is None:
+            self._frame = "[" + self.text + "]"
+        return self._frame
+
+
+def position_prefix(stream: str, epoch: str) -> str:
+    """The start of every event message of a stream epoch, up to the offset value."""
+    return '{"stream":' + encode_json(stream).decode() + ',"epoch":' + encode_json(epoch).decode()
+
+
+def event_message(
+    prefix: str, stream: str, epoch: str, offset: int, body: bytes, slot: str | None, ts: float
+) -> Message:
+    """Splice the position in front of an encoded event body: no re-encoding per receiver."""
+    text = prefix + ',"offset":' + str(offset) + "," + body[1:].decode()
+    return Message(text, stream, epoch, offset, slot, body, ts)
+
+
+_invalidate_decoder: Final = msgspec.json.Decoder(Invalidate)
+
+
+def _merge_invalidations(old: Message, new: Message) -> Message:
+    keys = merge_keys(
+        _invalidate_decoder.decode(old.body).keys, _invalidate_decoder.decode(new.body).keys
+    )
+    body = encode_json(Invalidate(keys))
+    prefix = position_prefix(new.stream or "", new.epoch)
+    return event_message(prefix, new.stream or "", new.epoch, new.offset, body, new.slot, new.ts)
+
+
+class _PendingResync:
+    __slots__ = ("epoch", "offset", "reason", "stream")
+
+    def __init__(self, stream: str, epoch: str, offset: int, reason: str) -> None:
+        self.stream, self.epoch, self.offset, self.reason = stream, epoch, offset, reason
+
+    def render(self) -> str:
+        return encode_message(Resync(self.stream, self.epoch, self.offset, self.reason))
+
+
+_Key = tuple[str, str] | int
+_Item = Message | _PendingResync
+
+
+class Outbox:
+    """Bounded pending output of one connection, drained by its writer into one frame."""
+
+    __slots__ = (
+        "_bytes", "_closed", "_items", "_resyncs", "_seq", "_waiter",
+        "max_bytes", "max_messages", "merged", "overflows",
+    )  # fmt: skip
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages, self.max_bytes = max_messages, max_bytes
+        self._items: dict[_Key, _Item] = {}
+        self._resyncs: dict[str, _PendingResync] = {}
+        self._seq = itertools.count()
+        self._bytes = 0
+        self._waiter: anyio.Event | None = None
+        self._closed = False
+        self.merged = 0  # messages absorbed by a merge, a replacement or a pending resync
+        self.overflows = 0  # times the bounds were exceeded and output collapsed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def push(self, message: Message) -> None:
+        """Queue a message without waiting; merge it or collapse the outbox when needed."""
+        stream = message.stream
+        if stream is not None and self._resyncs:
+            resync = self._resyncs.get(stream)
+            if resync is not None:
+                resync.epoch, resync.offset = message.epoch, max(resync.offset, message.offset)
+                self.merged += 1
+                return
+        slot = message.slot
+        key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
+        items = self._items
+        if isinstance(key, tuple):
+            old = items.pop(key, None)
+            if isinstance(old, Message):
+                self.merged += 1
+                self._bytes -= old.size
+                if slot == INVALIDATE_SLOT:
+                    message = _merge_invalidations(old, message)
+        items[key] = message
+        self._bytes += message.size
+        if len(items) > self.max_messages or self._bytes > self.max_bytes:
+            self._collapse()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
+        """Replace everything pending for `stream` by one `resync`, which absorbs later events."""
+        items = self._items
+        for key in [k for k, m in items.items() if isinstance(m, Message) and m.stream == stream]:
+            self._bytes -= items.pop(key).size  # type: ignore[union-attr]
+            self.merged += 1
+        pending = self._resyncs.get(stream)
+        if pending is None:
+            pending = self._resyncs[stream] = _PendingResync(stream, epoch, offset, reason)
+            items[(stream, "\x00resync")] = pending
+        else:
+            pending.epoch, pending.offset = epoch, max(pending.offset, offset)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def _collapse(self) -> None:
+        self.overflows += 1
+        newest: dict[str, Message] = {}
+        for message in self._items.values():
+            if isinstance(message, Message) and message.stream is not None:
+                newest[message.stream] = message
+        for stream, message in newest.items():
+            self.resync(stream, message.epoch, message.offset, "overflow")
+
+    def drain(self) -> str | None:
+        """Everything pending as one frame (a JSON array), or None when nothing is pending."""
+        items = self._items
+        if not items:
+            return None
+        if len(items) == 1:
+            (only,) = items.values()
+            frame = only.frame if isinstance(only, Message) else "[" + only.render() + "]"
+        else:
+            frame = (
+                "["
+                + ",".join(m.text if isinstance(m, Message) else m.render() for m in items.values())
+                + "]"
+            )
+        items.clear()
+        self._resyncs.clear()
+        self._bytes = 0
+        return frame
+
+    async def wait(self) -> None:
+        """Wait until something is pending (or the outbox is closed)."""
+        while not self._items and not self._closed:
+            if self._waiter is None:
+                self._waiter = anyio.Event()
+            await self._waiter.wait()
+
+    def close(self) -> None:
+        """Wake the writer for good."""
+        self._closed = True
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
