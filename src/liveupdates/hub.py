@@ -150,8 +150,8 @@ class Hub:
                     self._drained = anyio.Event()
                     await self._drained.wait()
             await self.backplane.aclose()
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
         self._tg = None
 
     @asynccontextmanager
@@ -309,6 +309,10 @@ class Hub:
         """Subscribe `conn` to `topic` if valid and authorised; answers the client either way."""
         if not is_valid_topic(topic):
             conn.push(_control(Error(ErrorCode.INVALID_TOPIC, "invalid topic name", topic, id)))
+            return False
+        if topic.startswith("user:"):
+            message = "personal streams are joined implicitly, by their user only"
+            conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, id)))
             return False
         if topic not in conn.topics and len(conn.topics) >= self.limits.max_subscriptions:
             message = f"at most {self.limits.max_subscriptions} subscriptions"
