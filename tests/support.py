@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import uvicorn
-from httpx_ws import WebSocketDisconnect, aconnect_ws
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 
 from liveupdates import Principal
 from liveupdates.auth import AuthRequest
@@ -82,7 +82,7 @@ class Client:
     """A real WebSocket client speaking the liveupdates protocol (httpx-ws, asyncio or trio)."""
 
     def __init__(self, session: Any) -> None:
-        self.session = session
+        self.session: Any = session
         self._pending: deque[dict[str, Any]] = deque()
         self.close_code: int | None = None
 
@@ -145,11 +145,15 @@ async def ws_client(
     headers: dict[str, str] | None = None,
     subprotocols: Iterable[str] = (),
 ) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient() as http, aconnect_ws(
-        server.http_url + path,
-        http,
-        headers=headers or {},
-        subprotocols=list(subprotocols) or None,
-        keepalive_ping_interval_seconds=None,
-    ) as session:
+    async with (
+        httpx.AsyncClient() as http,
+        aconnect_ws(
+            server.http_url + path,
+            http,
+            headers=headers or {},
+            subprotocols=list(subprotocols) or None,
+            keepalive_ping_interval_seconds=None,
+            session_class=AsyncWebSocketSession,
+        ) as session,
+    ):
         yield Client(session)

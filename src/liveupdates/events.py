@@ -52,7 +52,7 @@ class Invalidate(Event, tag="invalidate"):
     `keys` is one query key (``["jobs"]``) or a list of them (``[["jobs"], ["stats"]]``).
     """
 
-    keys: list[QueryKey]
+    keys: list[Any]
 
     def __post_init__(self) -> None:
         keys: Any = self.keys
@@ -89,11 +89,21 @@ def key_covers(prefix: Sequence[Any], key: Sequence[Any]) -> bool:
 
 
 def merge_keys(a: list[QueryKey], b: list[QueryKey]) -> list[QueryKey]:
-    """The union of two key lists, without duplicates or keys covered by another key's prefix."""
+    """The union of two key lists in first-seen order, without duplicates or covered keys.
+
+    A key is covered when a shorter key in the union is a prefix of it. Linear in the total
+    length of the keys.
+    """
+    keys = a + b
+    prefixes = [[encode_json(key[:n]) for n in range(1, len(key) + 1)] for key in keys]
+    present = {p[-1] for p in prefixes}
     merged: list[QueryKey] = []
-    for key in sorted(a + b, key=len):
-        if not any(key_covers(kept, key) for kept in merged):
-            merged.append(key)
+    seen: set[bytes] = set()
+    for key, key_prefixes in zip(keys, prefixes, strict=True):
+        if key_prefixes[-1] in seen or any(p in present for p in key_prefixes[:-1]):
+            continue
+        seen.add(key_prefixes[-1])
+        merged.append(key)
     return merged
 
 

@@ -19,7 +19,7 @@ from typing import Final
 import anyio
 import msgspec
 
-from .events import INVALIDATE_SLOT, Invalidate, encode_json, merge_keys
+from .events import INVALIDATE_SLOT, Invalidate, QueryKey, encode_json
 from .protocol import Resync, encode_message
 
 
@@ -68,27 +68,48 @@ def event_message(
 _invalidate_decoder: Final = msgspec.json.Decoder(Invalidate)
 
 
-def _merge_invalidations(old: Message, new: Message) -> Message:
-    keys = merge_keys(
-        _invalidate_decoder.decode(old.body).keys, _invalidate_decoder.decode(new.body).keys
-    )
-    body = encode_json(Invalidate(keys))
-    prefix = position_prefix(new.stream or "", new.epoch)
-    return event_message(prefix, new.stream or "", new.epoch, new.offset, body, new.slot, new.ts)
+class _PendingInvalidate:
+    """Invalidations of one stream merged while pending: keys accumulate, rendered once."""
+
+    __slots__ = ("epoch", "keys", "offset", "size", "stream", "ts")
+
+    def __init__(self, first: Message) -> None:
+        self.stream = first.stream
+        self.keys: dict[bytes, QueryKey] = {}
+        self.size = len(first.text) - len(first.body)  # the position fields
+        self.epoch, self.offset, self.ts = first.epoch, first.offset, first.ts
+        self.add(first)
+
+    def add(self, message: Message) -> None:
+        self.epoch, self.offset, self.ts = message.epoch, message.offset, message.ts
+        for key in _invalidate_decoder.decode(message.body).keys:
+            encoded = encode_json(key)
+            if encoded not in self.keys:
+                self.keys[encoded] = key
+                self.size += len(encoded) + 1
+
+    def render(self) -> str:
+        stream = self.stream or ""
+        body = encode_json(Invalidate(list(self.keys.values())))
+        prefix = position_prefix(stream, self.epoch)
+        return event_message(
+            prefix, stream, self.epoch, self.offset, body, INVALIDATE_SLOT, self.ts
+        ).text
 
 
 class _PendingResync:
-    __slots__ = ("epoch", "offset", "reason", "stream")
+    __slots__ = ("epoch", "offset", "reason", "size", "stream")
 
     def __init__(self, stream: str, epoch: str, offset: int, reason: str) -> None:
         self.stream, self.epoch, self.offset, self.reason = stream, epoch, offset, reason
+        self.size = 100 + len(stream)
 
     def render(self) -> str:
         return encode_message(Resync(self.stream, self.epoch, self.offset, self.reason))
 
 
 _Key = tuple[str, str] | int
-_Item = Message | _PendingResync
+_Item = Message | _PendingInvalidate | _PendingResync
 
 
 class Outbox:
@@ -129,15 +150,20 @@ class Outbox:
         slot = message.slot
         key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
         items = self._items
+        item: _Item = message
         if isinstance(key, tuple):
             old = items.pop(key, None)
-            if isinstance(old, Message):
+            if old is not None:
                 self.merged += 1
                 self._bytes -= old.size
-                if slot == INVALIDATE_SLOT:
-                    message = _merge_invalidations(old, message)
-        items[key] = message
-        self._bytes += message.size
+                if slot == INVALIDATE_SLOT and not isinstance(old, _PendingResync):
+                    pending = (
+                        old if isinstance(old, _PendingInvalidate) else _PendingInvalidate(old)
+                    )
+                    pending.add(message)
+                    item = pending
+        items[key] = item
+        self._bytes += item.size
         if len(items) > self.max_messages or self._bytes > self.max_bytes:
             self._collapse()
         waiter = self._waiter
@@ -148,8 +174,10 @@ class Outbox:
     def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
         """Replace everything pending for `stream` by one `resync`, which absorbs later events."""
         items = self._items
-        for key in [k for k, m in items.items() if isinstance(m, Message) and m.stream == stream]:
-            self._bytes -= items.pop(key).size  # type: ignore[union-attr]
+        for key in [
+            k for k, m in items.items() if m.stream == stream and not isinstance(m, _PendingResync)
+        ]:
+            self._bytes -= items.pop(key).size
             self.merged += 1
         pending = self._resyncs.get(stream)
         if pending is None:
@@ -164,12 +192,12 @@ class Outbox:
 
     def _collapse(self) -> None:
         self.overflows += 1
-        newest: dict[str, Message] = {}
-        for message in self._items.values():
-            if isinstance(message, Message) and message.stream is not None:
-                newest[message.stream] = message
-        for stream, message in newest.items():
-            self.resync(stream, message.epoch, message.offset, "overflow")
+        newest: dict[str, _Item] = {}
+        for item in self._items.values():
+            if item.stream is not None and not isinstance(item, _PendingResync):
+                newest[item.stream] = item
+        for stream, item in newest.items():
+            self.resync(stream, item.epoch, item.offset, "overflow")
 
     def drain(self) -> str | None:
         """Everything pending as one frame (a JSON array), or None when nothing is pending."""
@@ -180,11 +208,8 @@ class Outbox:
             (only,) = items.values()
             frame = only.frame if isinstance(only, Message) else "[" + only.render() + "]"
         else:
-            frame = (
-                "["
-                + ",".join(m.text if isinstance(m, Message) else m.render() for m in items.values())
-                + "]"
-            )
+            texts = [m.text if isinstance(m, Message) else m.render() for m in items.values()]
+            frame = "[" + ",".join(texts) + "]"
         items.clear()
         self._resyncs.clear()
         self._bytes = 0

@@ -112,9 +112,9 @@ async def connect_asgi(
     to_app_send, to_app_receive = anyio.create_memory_object_stream[MutableMapping[str, Any]](
         math.inf
     )
-    from_app_send, from_app_receive = anyio.create_memory_object_stream[
-        MutableMapping[str, Any]
-    ](send_buffer)
+    from_app_send, from_app_receive = anyio.create_memory_object_stream[MutableMapping[str, Any]](
+        send_buffer
+    )
     scope = {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -138,7 +138,10 @@ async def connect_asgi(
         finally:
             app_done.set()
 
-    async with anyio.create_task_group() as tg, to_app_send, from_app_receive:
+    async with (
+        to_app_send, to_app_receive, from_app_send, from_app_receive,
+        anyio.create_task_group() as tg,
+    ):  # fmt: skip
         tg.start_soon(run_app)
         await to_app_send.send({"type": "websocket.connect"})
         first = await from_app_receive.receive()
