@@ -11,14 +11,18 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import TaskGroup
+from anyio.lowlevel import EventLoopToken
 
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
@@ -43,6 +47,7 @@ from .protocol import (
 )
 from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic, streams_of
 from .throttle import Throttle, ThrottleRule
+from .transaction import Transaction
 
 logger = logging.getLogger("liveupdates")
 
@@ -110,6 +115,8 @@ class Hub:
         self._tg: TaskGroup | None = None
         self._running = False
         self._drained: anyio.Event | None = None
+        self._token: EventLoopToken | None = None
+        self._thread = 0
         self._publishes = self._deliveries = self._resyncs = self._recovered = self._errors = 0
         self._frames = 0
 
@@ -127,6 +134,8 @@ class Hub:
             await self._tg.__aexit__(None, None, None)
             raise
         self._running = True
+        self._token = anyio.lowlevel.current_token()
+        self._thread = threading.get_ident()
         self._tg.start_soon(self._sweep)
         if self._throttle.rules:
             self._tg.start_soon(self._throttle.run, self._publish_stream)
@@ -153,6 +162,7 @@ class Hub:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
+        self._token = None
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -164,6 +174,11 @@ class Hub:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def reconciling(self) -> int:
+        """How many streams are being reconciled after a backplane gap (0 when settled)."""
+        return sum(state.pending is not None for state in self._streams.values())
+
     # -- publishing -----------------------------------------------------------------------
 
     async def publish(self, event: Event, to: Target | Iterable[Target]) -> None:
@@ -173,11 +188,18 @@ class Hub:
         window. Raises `HubClosed` when the hub is not running and `BackplaneError` when the
         backplane cannot take the event (nothing is silently dropped).
         """
+        await self._publish_encoded(event, encode_event(event), event_slot(event), streams_of(to))
+
+    def transaction(self) -> Transaction:
+        """Events published through it are held until it commits (publish after commit)."""
+        return Transaction(self)
+
+    async def _publish_encoded(
+        self, event: Event, body: bytes, slot: str | None, streams: list[str]
+    ) -> None:
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
-        body = encode_event(event)
-        slot = event_slot(event)
-        for stream in streams_of(to):
+        for stream in streams:
             if self._throttle.admit(stream, event, body, slot):
                 await self._publish_stream(stream, body, slot)
 
@@ -233,31 +255,51 @@ class Hub:
         )  # fmt: skip
 
     async def _reconcile(self, stream: str) -> None:
+        """Catch up a stream after a gap: replay what is missing, or resync its connections.
+
+        Publications held before the history read that belong to another epoch than the
+        backplane's current one are stale (the resync covers them); those held during the read
+        go through `deliver` again, which reconciles once more if they still do not fit.
+        """
         state = self._streams.get(stream)
-        if state is None:
+        if state is None or state.pending is None:
             return
+        held_before, state.pending = state.pending, []
         try:
             replay = await self.backplane.replay(stream, state.head)
         except BackplaneError:
+            state.pending = held_before + state.pending
             logger.warning("cannot read history of %s; waiting for the backplane", stream)
             return  # the backplane calls reset() again once it is back
+        head = replay.head
         if replay.complete:
             for publication in replay.publications:
                 self._fan_out(state, publication)
         else:
-            head = replay.head
             state.head = head
             for conn in state.conns:
                 conn.outbox.resync(stream, head.epoch, head.offset, "backplane")
             self._resyncs += len(state.conns)
             logger.info("resync of %s for %d connections (backplane gap)", stream, len(state.conns))
-        pending, state.pending = state.pending or [], None
-        for publication in pending:
+        held_during, state.pending = state.pending, None
+        for publication in held_before:
+            if publication.epoch == head.epoch:
+                self.deliver(publication)
+        for publication in held_during:
             self.deliver(publication)
 
     def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        if self._tg is not None:
+        if self._tg is not None and self._running:
             self._tg.start_soon(func, *args)
+
+    def _call_soon(self, func: Callable[[], Awaitable[Any]]) -> None:
+        """Run `func` in the hub's task group, from the event loop's thread or any other."""
+        if self._token is None:
+            raise HubClosed("the hub is not running")
+        if threading.get_ident() == self._thread:
+            self._spawn(func)
+        else:
+            anyio.from_thread.run_sync(self._spawn, func, token=self._token)
 
     # -- connections ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ window, and no key sends more than two events per window.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ class Throttle:
         self.rules = rules
         self._clock = clock
         self._windows: dict[tuple[str, bytes | str], _Window] = {}
-        self._deadlines: list[tuple[float, tuple[str, bytes | str]]] = []
+        self._deadlines: list[tuple[float, int, tuple[str, bytes | str]]] = []
+        self._seq = itertools.count()  # ties on a deadline never compare keys
         self._wake: anyio.Event | None = None
         self.held = 0  # events superseded or delayed by a window
 
@@ -77,7 +79,7 @@ class Throttle:
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = _Window(rule.window, now + rule.window)
-            heapq.heappush(self._deadlines, (window.deadline, key))
+            heapq.heappush(self._deadlines, (window.deadline, next(self._seq), key))
             if self._wake is not None:
                 self._wake.set()
             return True
@@ -90,7 +92,7 @@ class Throttle:
         out: list[_Held] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            _, key = heapq.heappop(deadlines)
+            _, _, key = heapq.heappop(deadlines)
             window = self._windows[key]
             if window.held is None:
                 del self._windows[key]
@@ -98,7 +100,7 @@ class Throttle:
             out.append(window.held)
             window.held = None
             window.deadline = now + window.length  # the trailing edge opens the next window
-            heapq.heappush(deadlines, (window.deadline, key))
+            heapq.heappush(deadlines, (window.deadline, next(self._seq), key))
         return out
 
     def next_deadline(self) -> float | None:

@@ -73,6 +73,28 @@ class AsgiWebSocket:
             raise AssertionError(f"a server frame is a JSON array, got {frame!r}")
         return frame
 
+    async def receive_available(self) -> list[dict[str, Any]]:
+        """Every message the server has sent so far, without waiting for more.
+
+        Lets every other task run first (`anyio.wait_all_tasks_blocked`), so that what the
+        server has queued has reached this end. Raises `Closed` if the server closed.
+        """
+        messages = list(self._messages)
+        self._messages.clear()
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            try:
+                message = self._from_app.receive_nowait()
+            except anyio.WouldBlock:
+                return messages
+            except anyio.EndOfStream:
+                raise Closed(self.close_code or 1006, "the app ended") from None
+            if message["type"] == "websocket.close":
+                self.close_code = message.get("code", 1000)
+                raise Closed(self.close_code or 1000, message.get("reason") or "")
+            frame = json.loads(message.get("text") or message.get("bytes") or b"")
+            messages.extend(frame)
+
     async def receive_message(self) -> dict[str, Any]:
         """The next server message."""
         while not self._messages:

@@ -1,0 +1,91 @@
+"""Publish after commit: events held until the database transaction commits.
+
+An invalidation sent before the commit makes clients refetch stale data and then stop. So::
+
+    async with hub.transaction() as tx:
+        with db:                                   # sqlite3: commits here, or rolls back
+            db.execute("UPDATE jobs SET ...")
+            tx.publish(Invalidate(["jobs"]), to=User(owner))
+    # published here, after the commit; dropped if anything above raised
+
+`commit` and `rollback` can also be called explicitly, or from ORM session events
+(`schedule_commit` is safe to call from sync code and other threads).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .errors import BackplaneError, HubClosed, LiveUpdatesError
+from .events import Event, encode_event, event_slot
+from .targets import Target, streams_of
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+logger = logging.getLogger("liveupdates")
+
+
+class TransactionClosed(LiveUpdatesError):
+    """The transaction was already committed or rolled back."""
+
+
+class Transaction:
+    """Events published inside are held; sent in order on `commit`, dropped on `rollback`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._held: list[tuple[Event, bytes, str | None, list[str]]] = []
+        self._open = True
+
+    def publish(self, event: Event, to: Target | Iterable[Target]) -> None:
+        """Hold `event` until commit. Encoding errors are raised now, at the call site."""
+        if not self._open:
+            raise TransactionClosed("this transaction is already committed or rolled back")
+        self._held.append((event, encode_event(event), event_slot(event), streams_of(to)))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    async def commit(self) -> None:
+        """Publish every held event, in order. Raises like `Hub.publish`."""
+        self._open = False
+        held, self._held = self._held, []
+        for event, body, slot, streams in held:
+            await self._hub._publish_encoded(event, body, slot, streams)
+
+    def rollback(self) -> None:
+        """Drop every held event."""
+        self._open = False
+        self._held.clear()
+
+    def schedule_commit(self) -> None:
+        """Commit in the hub's background tasks; callable from sync code or another thread.
+
+        Failures are logged (they cannot reach a caller that has moved on).
+        """
+        self._open = False
+        self._hub._call_soon(self._commit_logged)
+
+    async def _commit_logged(self) -> None:
+        try:
+            await self.commit()
+        except (BackplaneError, HubClosed):
+            logger.exception("publishing after commit failed")
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._open:
+            await self.commit()
+        elif self._open:
+            self.rollback()
