@@ -1,4 +1,4 @@
-"""Throttling: leading and trailing edges; the last update always arrives, at most two per window."""
+"""Throttling: leading and trailing edges; the last update arrives, at most two per window."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio.lowlevel
+
 from ..errors import HubClosed
 from ..positions import Position, Publication, Replay
 from .base import Backplane, Receiver
@@ -71,6 +73,7 @@ class MemoryBackplane(Backplane):
         self._trim(state, now)
         for receiver in self._receivers:
             receiver.deliver(publication)
+        await anyio.lowlevel.checkpoint()  # let writers run: a publishing loop must not starve them
         return publication
 
     async def replay(self, stream: str, since: Position | None) -> Replay:

@@ -52,6 +52,7 @@ class AsgiWebSocket:
         self._messages: deque[dict[str, Any]] = deque()
         self.subprotocol: str | None = None
         self.close_code: int | None = None
+        self.finished = anyio.Event()  # set when the app's handler has returned
 
     async def send_text(self, text: str) -> None:
         await self._to_app.send({"type": "websocket.receive", "text": text})
@@ -64,7 +65,10 @@ class AsgiWebSocket:
 
     async def receive_frame(self) -> list[dict[str, Any]]:
         """The next whole server frame (a list of messages)."""
-        message = await self._from_app.receive()
+        try:
+            message = await self._from_app.receive()
+        except anyio.EndOfStream:
+            raise Closed(1006, "the app ended without a close frame") from None
         if message["type"] == "websocket.close":
             self.close_code = message.get("code", 1000)
             raise Closed(self.close_code or 1000, message.get("reason") or "")
@@ -159,7 +163,10 @@ async def connect_asgi(
                 await app(scope, to_app_receive.receive, from_app_send.send)
         finally:
             app_done.set()
+            if ws is not None:
+                ws.finished.set()
 
+    ws: AsgiWebSocket | None = None
     async with (
         to_app_send, to_app_receive, from_app_send, from_app_receive,
         anyio.create_task_group() as tg,
