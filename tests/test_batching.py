@@ -19,17 +19,17 @@ def as_user(request: AuthRequest) -> Principal:
 @pytest.mark.parametrize("flush_interval", [0.0, 0.05])
 async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
     limits = Limits(flush_interval=flush_interval)
-    async with Hub(authenticate=as_user, limits=limits) as hub:
-        async with connect_asgi(WebSocketEndpoint(hub)) as ws:
-            await ws.send_json({"type": "hello"})
-            await ws.receive_until(lambda m: m.get("stream") == "user:u")
-            async with hub.transaction() as tx:  # 50 events released back to back
-                for n in range(50):
-                    tx.publish(Set(["item", n], n), to=User("u"))
-            frames, received = 0, 0
-            while received < 50:
-                received += len(await ws.receive_frame())
-                frames += 1
+    hub = Hub(authenticate=as_user, limits=limits)
+    async with hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello"})
+        await ws.receive_until(lambda m: m.get("stream") == "user:u")
+        async with hub.transaction() as tx:  # 50 events released back to back
+            for n in range(50):
+                tx.publish(Set(["item", n], n), to=User("u"))
+        frames, received = 0, 0
+        while received < 50:
+            received += len(await ws.receive_frame())
+            frames += 1
     assert received == 50
     # without a flush interval each wake-up drains what is pending; with one, a burst is one frame
     assert frames == 1 if flush_interval else frames <= 50

@@ -12,7 +12,7 @@ from liveupdates import Event, Everyone, Hub, Invalidate, Limits, Set, Topic
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.events import encode_event, event_slot
 from liveupdates.outbox import Message, Outbox, event_message, position_prefix
-from liveupdates.testing.websocket import Closed, connect_asgi
+from liveupdates.testing.websocket import connect_asgi
 
 
 class Note(Event, tag="note"):
@@ -51,7 +51,8 @@ def test_invalidations_of_a_stream_merge_at_the_newest_position() -> None:
     outbox.push(message("topic:a", 3, Invalidate([["stats"], ["jobs"]])))
     assert frame(outbox) == [
         {"stream": "topic:a", "epoch": "e1", "offset": 2, "type": "note", "text": "between"},
-        {"stream": "topic:b", "epoch": "e1", "offset": 1, "type": "invalidate", "keys": [["other"]]},
+        {"stream": "topic:b", "epoch": "e1", "offset": 1, "type": "invalidate",
+         "keys": [["other"]]},
         {"stream": "topic:a", "epoch": "e1", "offset": 3, "type": "invalidate",
          "keys": [["stats"], ["jobs"]]},
     ]  # fmt: skip
@@ -137,16 +138,16 @@ async def test_a_client_that_reads_nothing_stays_within_its_bound_while_others_g
 
 @pytest.mark.anyio
 async def test_a_client_whose_socket_stays_unwritable_is_closed_as_slow() -> None:
-    async with Hub(limits=Limits(send_timeout=0.2)) as hub:
-        async with connect_asgi(WebSocketEndpoint(hub), send_buffer=1) as ws:
-            await ws.send_json({"type": "hello"})  # and then never read
-            await ws.receive_message()
-            (conn,) = hub.connections()
-            with anyio.fail_after(5):
-                n = 0
-                while not ws.finished.is_set():  # the publisher goes on, never waiting for it
-                    n += 1
-                    await hub.publish(Set(["n"], n), to=Everyone)
-                    assert len(conn.outbox) <= 1
-            assert conn.close_code == 4503
-            assert hub.stats().connections == 0
+    hub = Hub(limits=Limits(send_timeout=0.2))
+    async with hub, connect_asgi(WebSocketEndpoint(hub), send_buffer=1) as ws:
+        await ws.send_json({"type": "hello"})  # and then never read
+        await ws.receive_message()
+        (conn,) = hub.connections()
+        with anyio.fail_after(5):
+            n = 0
+            while not ws.finished.is_set():  # the publisher goes on, never waiting for it
+                n += 1
+                await hub.publish(Set(["n"], n), to=Everyone)
+                assert len(conn.outbox) <= 1
+        assert conn.close_code == 4503
+        assert hub.stats().connections == 0

@@ -56,7 +56,7 @@ class ClientModel:
             self.refetched[(stream, key)] = now
 
     def apply(self, message: dict[str, Any], now: int) -> None:
-        kind, stream = message.get("type"), message.get("stream")
+        kind, stream = message.get("type"), str(message.get("stream"))
         if kind == "subscribed":
             if message["outcome"] != "recovered":  # fresh or resync: refetch what it covers
                 self.refetch_stream(stream, now)
@@ -66,7 +66,7 @@ class ClientModel:
             self.refetch_stream(stream, now)
             self.cursors[stream] = (message["epoch"], message["offset"])
             return
-        if stream is None or "offset" not in message:
+        if "stream" not in message or "offset" not in message:
             return  # welcome, ping, ...
         position = (message["epoch"], message["offset"])
         cursor = self.cursors.get(stream)

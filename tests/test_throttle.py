@@ -100,7 +100,7 @@ async def test_a_flood_through_the_hub_sends_the_first_and_the_last() -> None:
         for value in range(200):
             await hub.publish(Set(["job", 1, "progress"], value), to=Topic("jobs"))
             await hub.publish(Invalidate(["jobs"]), to=Topic("jobs"))
-        received = []
+        received: list[dict[str, object]] = []
         while not received or received[-1].get("data") != 199:
             message = await ws.receive_message()
             if message.get("type") == "set":
