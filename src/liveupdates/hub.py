@@ -71,12 +71,14 @@ class HubStats:
 class _Stream:
     """What this process knows of one stream it has local connections on."""
 
-    __slots__ = ("conns", "epoch", "head", "pending", "prefix")
+    __slots__ = ("again", "conns", "epoch", "head", "pending", "prefix", "reconciling")
 
     def __init__(self) -> None:
         self.conns: dict[Connection, None] = {}
         self.head: Position | None = None
-        self.pending: list[Publication] | None = None  # held while reconciling a gap
+        self.pending: list[Publication] | None = None  # held until a gap is reconciled
+        self.reconciling = False  # a reconcile task is running
+        self.again = False  # ...and must run once more when it ends
         self.epoch = ""
         self.prefix = ""
 
@@ -227,7 +229,7 @@ class Hub:
                 gap = True
             if gap:
                 state.pending = [publication]
-                self._spawn(self._reconcile, publication.stream)
+                self._start_reconcile(publication.stream, state)
                 return
         self._fan_out(state, publication)
 
@@ -236,7 +238,14 @@ class Hub:
         for stream, state in self._streams.items():
             if state.pending is None:
                 state.pending = []
-                self._spawn(self._reconcile, stream)
+            self._start_reconcile(stream, state)
+
+    def _start_reconcile(self, stream: str, state: _Stream) -> None:
+        if state.reconciling:
+            state.again = True  # what it read may predate this call: read once more
+        else:
+            state.reconciling = True
+            self._spawn(self._reconcile, stream, state)
 
     def _fan_out(self, state: _Stream, publication: Publication) -> None:
         state.head = Position(publication.epoch, publication.offset)
@@ -254,23 +263,31 @@ class Hub:
             publication.body, publication.slot, publication.ts,
         )  # fmt: skip
 
-    async def _reconcile(self, stream: str) -> None:
+    async def _reconcile(self, stream: str, state: _Stream) -> None:
         """Catch up a stream after a gap: replay what is missing, or resync its connections.
 
         Publications held before the history read that belong to another epoch than the
         backplane's current one are stale (the resync covers them); those held during the read
-        go through `deliver` again, which reconciles once more if they still do not fit.
+        go through `deliver` again, which reconciles once more if they still do not fit. When
+        the backplane cannot be read, publications stay held until its next `reset`.
         """
-        state = self._streams.get(stream)
-        if state is None or state.pending is None:
-            return
-        held_before, state.pending = state.pending, []
+        try:
+            while self._streams.get(stream) is state:
+                state.again = False
+                await self._reconcile_once(stream, state)
+                if not state.again:  # nobody asked for a fresh look meanwhile
+                    return
+        finally:
+            state.reconciling = False
+
+    async def _reconcile_once(self, stream: str, state: _Stream) -> None:
+        held_before, state.pending = state.pending or [], []
         try:
             replay = await self.backplane.replay(stream, state.head)
         except BackplaneError:
             state.pending = held_before + state.pending
-            logger.warning("cannot read history of %s; waiting for the backplane", stream)
-            return  # the backplane calls reset() again once it is back
+            logger.warning("cannot read the history of %s; waiting for the backplane", stream)
+            return
         head = replay.head
         if replay.complete:
             for publication in replay.publications:

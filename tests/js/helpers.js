@@ -141,7 +141,7 @@ export function seeded(seed = 42) {
 /** A client wired to fresh fakes; returns them all. */
 export function setup(options = {}) {
   const clock = fakeClock()
-  const env = fakeEnv()
+  const env = options.env || fakeEnv()
   const WebSocket = fakeWebSocket()
   const EventSource = fakeEventSource()
   const statuses = []

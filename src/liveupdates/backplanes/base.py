@@ -12,8 +12,13 @@ Rules every implementation follows (and `liveupdates.testing` checks):
    changes whenever history may have been lost; offsets then start again from any value.
 3. Publications of a stream reach `Receiver.deliver` in offset order, at most once each. A
    backplane that may have missed some (a lost connection) calls `Receiver.reset` once it is
-   connected again; the hub then reads `replay` to recover or to resync its clients.
+   connected again; the hub then reads `replay` to recover or to resync its clients. After
+   raising `BackplaneUnavailable`, a backplane calls `Receiver.reset` once it is usable again.
 4. `replay` is exact: either every publication after the asked position, or `complete=False`.
+5. A stream's epoch does not change while nothing was lost (otherwise every client that joins
+   would be told to resync).
+6. `listen` returns once live delivery of the stream is active, and does not raise while the
+   backplane is disconnected (the stream is listened to once it reconnects).
 """
 
 from __future__ import annotations

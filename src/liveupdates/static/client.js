@@ -3,7 +3,7 @@
 // cursor, and reports a status for a banner. See docs/protocol.md for the wire contract.
 import { fullJitter } from './backoff.js'
 import { createEmitter } from './emitter.js'
-import { browserEnv, systemClock } from './env.js'
+import { browserEnv, pick, systemClock } from './env.js'
 import { dispatch, since } from './positions.js'
 import { openEventSource, openWebSocket } from './transports.js'
 
@@ -23,8 +23,8 @@ export function createClient(options) {
   const o = { ...DEFAULTS, ...options }
   const clock = o.clock || systemClock
   const env = o.env || browserEnv()
-  const WS = o.WebSocket || globalThis.WebSocket
-  const ES = o.EventSource || globalThis.EventSource
+  const WS = pick(o.WebSocket, globalThis.WebSocket) // null: never use WebSocket
+  const ES = pick(o.EventSource, globalThis.EventSource)
   const events = createEmitter()
   const topics = new Set(o.topics)
   const cursors = { ...o.cursors }
@@ -151,11 +151,15 @@ export function createClient(options) {
 
   function watch(ms) {
     conn.deadline = clock.now() + ms
-    if (!('watch' in timers)) arm('watch', check, ms)
+    // One timer, re-armed only when the deadline comes earlier than it (not per message).
+    if (conn.due > conn.deadline || !('watch' in timers)) {
+      conn.due = conn.deadline
+      arm('watch', check, ms)
+    }
   }
 
   function check() {
-    if (alive() && conn) arm('watch', check, conn.deadline - clock.now())
+    if (alive() && conn) watch(conn.deadline - clock.now())
   }
 
   function alive() {
@@ -211,7 +215,12 @@ export function createClient(options) {
 
   function refresh() {
     const c = conn
-    if (o.getToken) fetchToken().then((token) => c === conn && send({ type: 'refresh', token }), () => {})
+    if (!o.getToken || c.refreshing) return
+    c.refreshing = true
+    fetchToken().then(
+      (token) => c === conn && send({ type: 'refresh', token }),
+      () => {}, // the server closes with 4401 when the credential expires
+    ).finally(() => (c.refreshing = false))
   }
 
   // --- subscriptions ----------------------------------------------------------------------

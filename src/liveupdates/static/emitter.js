@@ -1,5 +1,6 @@
 // A tiny event emitter. `on(type, fn)` returns the function that removes `fn` again.
-// A listener that throws does not stop the others: its error is rethrown on its own.
+// A listener that throws does not stop the others: its error goes to the page's
+// `reportError` (as an uncaught error would), or is rethrown in a microtask.
 
 export function createEmitter() {
   const map = new Map()
@@ -14,12 +15,18 @@ export function createEmitter() {
         try {
           fn(...args)
         } catch (err) {
-          queueMicrotask(() => {
-            throw err
-          })
+          report(err)
         }
       })
     },
     clear: () => map.clear(),
   }
+}
+
+function report(err) {
+  if (globalThis.reportError) globalThis.reportError(err)
+  else
+    queueMicrotask(() => {
+      throw err
+    })
 }

@@ -7,6 +7,9 @@ export const systemClock = {
   clearTimeout: (id) => clearTimeout(id),
 }
 
+/** An option unless it is undefined (null turns a feature off), else the default. */
+export const pick = (option, fallback) => (option === undefined ? fallback : option)
+
 const EVENTS = ['online', 'offline', 'focus', 'visibilitychange']
 
 /** The browser's state, read from `win` (a window). Missing APIs count as online and visible. */

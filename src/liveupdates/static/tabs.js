@@ -8,11 +8,12 @@
 // tab becomes leader; {hi: tabId, topics} and {bye: tabId} and {reconnect: 1} to the leader.
 import { createClient } from './client.js'
 import { createEmitter } from './emitter.js'
+import { pick } from './env.js'
 import { dispatch } from './positions.js'
 
 export function createSharedClient(options) {
-  const locks = options.locks || globalThis.navigator?.locks
-  const BC = options.BroadcastChannel || globalThis.BroadcastChannel
+  const locks = pick(options.locks, globalThis.navigator?.locks)
+  const BC = pick(options.BroadcastChannel, globalThis.BroadcastChannel)
   if (!locks || !BC) return createClient(options)
   const name = options.name || 'liveupdates ' + options.url
   const id = String((options.random || Math.random)()).slice(2)
@@ -27,6 +28,7 @@ export function createSharedClient(options) {
   let lead = null // our client, while we are the leader
   let release = null
   let closed = false
+  let ever = false
 
   const post = (data) => channel.postMessage(data)
   const mine = (m) => !m.stream?.startsWith('topic:') || topics.has(m.stream.slice(6))
@@ -36,6 +38,8 @@ export function createSharedClient(options) {
   }
 
   function setStatus(s, err) {
+    if (s === 'connecting' && ever) s = 'reconnecting' // a new leader, for a tab that was connected
+    ever ||= s === 'connected'
     if (s === status && err?.code === error?.code) return
     status = s
     error = err
@@ -63,6 +67,7 @@ export function createSharedClient(options) {
 
   function becomeLeader(done) {
     release = done
+    if (closed) return done() // granted just as the tab closed
     lead = createClient({ ...options, topics: [...topics], cursors })
     lead.on('message', (m) => {
       post({ m })

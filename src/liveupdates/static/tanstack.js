@@ -47,7 +47,7 @@ export function connectQueryClient(client, queryClient, options = {}) {
     const last = patched.get(query)
     if (last?.stream === event.stream && last.epoch === event.epoch && last.offset >= event.offset) return
     patched.set(query, event)
-    queryClient.setQueryData(event.key, event.data)
+    queryClient.setQueryData(event.key, event.data, { updatedAt: at })
   }
 
   const offs = [

@@ -1,0 +1,536 @@
+"""The Redis backplane (``redis://``): hubs in many processes and machines share streams.
+
+Needs the ``[redis]`` extra (redis-py) and Redis >= 6.2 (Lua, Streams, pub/sub). redis-py's
+client is asyncio-only, so this backplane runs on asyncio only (the memory one also runs on
+trio). Its own tasks use anyio.
+
+Per stream, with the prefix ``lu`` and the stream ``topic:jobs``, three names share one hash tag,
+so they live in one Redis Cluster slot:
+
+- ``{lu:topic:jobs}:meta``, a hash: ``epoch``, ``offset`` and ``server`` (the ``run_id`` of the
+  Redis process that last wrote it);
+- ``{lu:topic:jobs}:log``, a Redis Stream: the history, one entry per publication, with the
+  fields ``o`` (offset) and ``p`` (msgpack of body, slot and ts), trimmed to about
+  `history_size` entries and to `history_ttl` seconds;
+- ``{lu:topic:jobs}:ch``, the pub/sub channel that carries each msgpack-encoded `Publication`.
+
+One Lua script publishes: it assigns the next offset, appends to the log, trims it, sets both
+keys to expire after `history_ttl` and PUBLISHes, atomically. The script starts a new epoch
+(Redis ``TIME`` plus a random suffix) when the meta hash is missing (never used, expired,
+evicted, or Redis restarted without persistence) or was written by another Redis process
+(restored from an RDB/AOF file, or a replica promoted by failover): then history, or its newest
+offsets, may have been lost. The log is emptied with it.
+
+Live fan-out uses one pub/sub connection per backplane, subscribed to every listened stream. A
+watchdog PINGs it every `health_check_interval` seconds; a lost connection is reopened with
+full-jitter exponential backoff, every stream subscribed again, then `Receiver.reset` is called
+once. Meanwhile `publish` and `replay` raise `BackplaneUnavailable` at once. Every command is
+bounded by `timeout` seconds; redis-py errors become `BackplaneError` or `BackplaneUnavailable`.
+A command that fails for want of Redis also restarts the pub/sub connection, so that every
+`BackplaneUnavailable` is followed by one `Receiver.reset` once Redis is usable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import math
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
+
+from ..errors import BackplaneError, BackplaneUnavailable, HubClosed
+from ..positions import Position, Publication, Replay
+from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA
+from .base import Backplane, Receiver
+
+__all__ = ("RedisBackplane", "StreamNames")
+
+_log = logging.getLogger(__name__)
+
+_URL_OPTIONS: Final = frozenset(
+    {"prefix", "history_size", "history_ttl", "health_check_interval", "timeout",
+     "max_reconnect_delay"}
+)  # fmt: skip
+_RAW: Final[dict[str, Any]] = {NEVER_DECODE: True}
+_Command = Callable[..., Awaitable[Any]]  # redis-py's untyped command methods
+_BACKOFF_BASE: Final = 0.05
+_SUBSCRIBE_BATCH: Final = 1000
+_encode = msgspec.msgpack.Encoder().encode
+_decode_entry = msgspec.msgpack.Decoder(tuple[bytes, str | None, float]).decode
+_decode_publication = msgspec.msgpack.Decoder(Publication).decode
+
+
+class _Script(NamedTuple):
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_PUBLISH: Final = _Script.of(PUBLISH_LUA)
+_REPLAY: Final = _Script.of(REPLAY_LUA)
+
+
+class StreamNames(NamedTuple):
+    """The Redis names of one stream: meta hash, history log and pub/sub channel."""
+
+    meta: str
+    log: str
+    channel: str
+
+
+class _State(enum.Enum):
+    NEW = "not started"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@contextmanager
+def _mapped(action: str) -> Iterator[None]:
+    """Map redis-py (and socket, and deadline) errors to `BackplaneError` at this boundary."""
+    try:
+        yield
+    except (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, OSError) as exc:
+        raise BackplaneUnavailable(f"Redis is unavailable ({action}): {exc!r}") from exc
+    except rx.RedisError as exc:
+        raise BackplaneError(f"Redis failed to {action}: {exc}") from exc
+
+
+class RedisBackplane(Backplane):
+    """Events, positions and history shared through Redis by hubs of many processes.
+
+    `client` is a ``redis.asyncio.Redis`` (standalone or Sentinel); it is closed by `aclose`
+    only when `close_client` is true (as it is for `from_url`). Its ``decode_responses``
+    setting does not matter. History keeps the newest `history_size` events of a stream that
+    are younger than `history_ttl` seconds; a stream idle for `history_ttl` is forgotten and
+    gets a new epoch. Every command gives up after `timeout` seconds; the pub/sub connection is
+    PINGed every `health_check_interval` seconds (0 disables it); reconnection waits at most
+    `max_reconnect_delay` seconds between attempts.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "lu",
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        health_check_interval: float = 1.0,
+        timeout: float = 2.0,
+        max_reconnect_delay: float = 5.0,
+        close_client: bool = False,
+    ) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must be non-empty, without '{' or '}'")
+        if history_size < 1 or history_ttl < 0.001:
+            raise ValueError("history_size must be >= 1 and history_ttl >= 0.001")
+        if health_check_interval < 0 or timeout <= 0 or max_reconnect_delay <= 0:
+            raise ValueError("health_check_interval must be >= 0, timeouts and delays > 0")
+        self.prefix = prefix
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._ttl_ms = math.ceil(history_ttl * 1000)
+        self._client = client
+        self._close_client = close_client
+        self._health_check_interval = health_check_interval
+        self._timeout = timeout
+        self._max_reconnect_delay = max_reconnect_delay
+        self._state = _State.NEW
+        self._receiver: Receiver | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._listened: dict[str, bytes] = {}  # stream -> channel
+        self._streams: dict[bytes, str] = {}  # channel -> stream
+        self._conn: AbstractConnection | None = None  # the pub/sub connection, while usable
+        self._lost: anyio.Event | None = None  # set when `_conn` is found broken
+        self._heard: anyio.Event | None = None  # set by any reply on `_conn`
+        self._waiters: dict[bytes, deque[anyio.Event]] = {}  # SUBSCRIBE confirmations, FIFO
+        self.reconnects = 0
+        """How many times the pub/sub connection was lost and opened again."""
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackplane:
+        """A backplane for ``redis://[[user]:password@]host[:port][/db][?options]``.
+
+        Options of the backplane: ``prefix``, ``history_size``, ``history_ttl``,
+        ``health_check_interval``, ``timeout`` and ``max_reconnect_delay``. Every other query
+        option (``rediss://`` and ``unix://`` too) goes to redis-py's ``from_url``. By default
+        the connect and socket timeouts are `timeout` and commands are not retried.
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {key: value for key, value in query if key in _URL_OPTIONS}
+        rest = urlencode([(key, value) for key, value in query if key not in _URL_OPTIONS])
+        try:
+            options: dict[str, Any] = {
+                "prefix": ours.get("prefix", "lu"),
+                "history_size": int(ours.get("history_size", 1000)),
+                "history_ttl": float(ours.get("history_ttl", 600.0)),
+                "health_check_interval": float(ours.get("health_check_interval", 1.0)),
+                "timeout": float(ours.get("timeout", 2.0)),
+                "max_reconnect_delay": float(ours.get("max_reconnect_delay", 5.0)),
+            }
+        except ValueError as exc:
+            raise ValueError(f"invalid redis:// backplane option: {exc}") from None
+        timeout = options["timeout"]
+        client = aioredis.Redis.from_url(
+            urlunsplit(parts._replace(query=rest)),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        probe: Callable[[], object] = client.connection_pool.make_connection
+        try:
+            probe()  # unknown options fail here rather than when connecting
+        except TypeError as exc:
+            raise ValueError(f"unknown redis:// option: {exc}") from None
+        return cls(client, close_client=True, **options)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub connection is up (publish and replay are attempted)."""
+        return self._conn is not None
+
+    def names(self, stream: str) -> StreamNames:
+        """The Redis key and channel names of `stream` (one hash tag, one cluster slot)."""
+        tag = "{" + self.prefix + ":" + stream + "}"
+        return StreamNames(tag + ":meta", tag + ":log", tag + ":ch")
+
+    async def start(self, receiver: Receiver) -> None:
+        """Connect and subscribe; raises `BackplaneUnavailable` if Redis cannot be reached.
+
+        Call it from asyncio (redis-py's client is asyncio-only). From then on the backplane
+        keeps its pub/sub connection up by itself until `aclose`.
+        """
+        if self._state is _State.CLOSED:
+            raise HubClosed("the backplane is closed")
+        if self._state is _State.RUNNING:
+            raise RuntimeError("the backplane is already started")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("RedisBackplane needs asyncio (redis.asyncio)") from None
+        self._receiver = receiver
+        self._state = _State.RUNNING
+        try:
+            command: _Command = self._client.execute_command
+            with _mapped("connect"), anyio.fail_after(self._timeout):
+                for script in (_PUBLISH, _REPLAY):
+                    await command("SCRIPT", "LOAD", script.source)
+            with _mapped("connect"):
+                conn = await self._connect()
+        except BaseException:
+            await self.aclose()
+            raise
+        self._task = loop.create_task(self._supervise(conn), name="liveupdates-redis-backplane")
+
+    async def aclose(self) -> None:
+        """Stop the pub/sub connection, and close the client if this backplane owns it."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        task, self._task = self._task, None
+        with anyio.CancelScope(shield=True):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=self._timeout * 2)
+            if self._conn is not None:
+                await self._hang_up(self._conn)
+            self._release_waiters()
+            if self._close_client:
+                await self._client.aclose()
+
+    async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
+        """Append to the stream's log and PUBLISH, atomically; see the module docstring.
+
+        Raises `BackplaneUnavailable` at once while the pub/sub connection is down, or when
+        Redis does not answer within `timeout`, and `BackplaneError` when Redis refuses.
+        """
+        self._check_usable()
+        ts = time.time()
+        entry = _encode(body) + _encode(slot) + _encode(ts)
+        names = self.names(stream)
+        head = b"\x96" + _encode(stream)  # Publication is an array of 6: stream, epoch, ...
+        epoch, offset = await self._eval(
+            _PUBLISH, names, names.channel, head, entry, self.history_size, self._ttl_ms,
+            secrets.token_hex(2),
+        )  # fmt: skip
+        return Publication(stream, epoch.decode(), int(offset), bytes(body), slot, ts)
+
+    async def replay(self, stream: str, since: Position | None) -> Replay:
+        """The stream's head and what follows `since`, read atomically by a Lua script.
+
+        Complete only when `since` is of the current epoch, not ahead of the head, and every
+        publication after it is among the newest `history_size` ones, younger than
+        `history_ttl`. Reading a stream keeps its epoch alive for another `history_ttl`.
+        """
+        self._check_usable()
+        asked = ("", 0) if since is None else (since.epoch, since.offset)
+        epoch, offset, complete, entries = await self._eval(
+            _REPLAY, self.names(stream), *asked, self.history_size, self._ttl_ms,
+            secrets.token_hex(2),
+        )  # fmt: skip
+        head = Position(epoch.decode(), int(offset))
+        if since is None or not complete:
+            return Replay(head, [], since is None)
+        publications = list(_entries(stream, head, since.offset, reversed(entries)))
+        if len(publications) != head.offset - since.offset:
+            _log.error("history of %r is not contiguous after %s", stream, since)
+            return Replay(head, [], False)
+        return Replay(head, publications, True)
+
+    async def listen(self, stream: str) -> None:
+        """SUBSCRIBE to the stream's channel; returns once Redis confirmed it.
+
+        Never fails because of the connection: while it is down the stream is subscribed on
+        reconnection, which is followed by `Receiver.reset`.
+        """
+        channel = self.names(stream).channel.encode()
+        self._listened[stream] = channel
+        self._streams[channel] = stream
+        conn = self._conn
+        if conn is None or self._state is not _State.RUNNING:
+            return
+        waiter = anyio.Event()
+        self._waiters.setdefault(channel, deque()).append(waiter)
+        try:
+            with anyio.fail_after(self._timeout):
+                await conn.send_command("SUBSCRIBE", channel)
+                await waiter.wait()
+        except Exception as exc:
+            self._link_lost(conn, f"SUBSCRIBE failed: {exc!r}")
+
+    async def unlisten(self, stream: str) -> None:
+        """UNSUBSCRIBE from the stream's channel; its late publications are dropped."""
+        channel = self._listened.pop(stream, None)
+        if channel is None:
+            return
+        self._streams.pop(channel, None)
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            with anyio.fail_after(self._timeout):
+                await conn.send_command("UNSUBSCRIBE", channel)
+        except Exception as exc:
+            self._link_lost(conn, f"UNSUBSCRIBE failed: {exc!r}")
+
+    # Commands
+
+    def _check_usable(self) -> None:
+        if self._state is not _State.RUNNING:
+            raise HubClosed(f"the backplane is {self._state.value}")
+        if self._conn is None:
+            raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
+
+    async def _eval(self, script: _Script, names: StreamNames, *args: object) -> Any:
+        """Run a script; when Redis is unavailable, reconnect so that `reset()` follows."""
+        keys = (names.meta, names.log)
+        command: _Command = self._client.execute_command
+        try:
+            with _mapped("run a script"), anyio.fail_after(self._timeout):
+                try:
+                    return await command("EVALSHA", script.sha, 2, *keys, *args, **_RAW)
+                except rx.NoScriptError:  # Redis restarted, or SCRIPT FLUSH
+                    return await command("EVAL", script.source, 2, *keys, *args, **_RAW)
+        except BackplaneUnavailable as exc:
+            if (conn := self._conn) is not None:
+                self._link_lost(conn, f"a command failed: {exc.__cause__!r}")
+            raise
+
+    # The pub/sub connection
+
+    def _new_connection(self) -> AbstractConnection:
+        pool = self._client.connection_pool
+        options = {
+            **pool.connection_kwargs,
+            "decode_responses": False,
+            "protocol": 2,
+            "socket_timeout": None,  # reads wait for messages; writes are bounded by anyio
+            "socket_connect_timeout": self._timeout,
+            "health_check_interval": 0,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_timeout": False,
+            "retry_on_error": [],
+        }
+        if "maint_notifications_config" in options:  # redis-py >= 7: a RESP3-only feature
+            options["maint_notifications_config"] = None
+            options.pop("maint_notifications_pool_handler", None)
+        connection: AbstractConnection = pool.connection_class(**options)
+        return connection
+
+    async def _connect(self) -> AbstractConnection:
+        """A connected pub/sub connection, subscribed to every listened stream."""
+        conn = self._new_connection()
+        connect: _Command = conn.connect
+        subscribed: set[bytes] = set()
+        try:
+            with anyio.fail_after(self._timeout):
+                await connect()
+                while True:  # until subscribed to exactly the listened streams
+                    if missing := set(self._streams) - subscribed:
+                        await self._subscribe_now(conn, missing)
+                        subscribed |= missing
+                    elif stale := subscribed - set(self._streams):
+                        await conn.send_command("UNSUBSCRIBE", *stale)
+                        subscribed -= stale
+                    else:
+                        break
+        except BaseException:
+            await self._hang_up(conn)
+            raise
+        self._conn = conn  # no await since the last check: listen() takes over from here
+        self._lost = anyio.Event()
+        return conn
+
+    async def _subscribe_now(self, conn: AbstractConnection, channels: set[bytes]) -> None:
+        ordered = sorted(channels)
+        for start in range(0, len(ordered), _SUBSCRIBE_BATCH):
+            await conn.send_command("SUBSCRIBE", *ordered[start : start + _SUBSCRIBE_BATCH])
+        pending = set(channels)
+        while pending:
+            response = await conn.read_response()
+            if isinstance(response, list) and response[0] == b"subscribe":
+                pending.discard(response[1])
+            else:
+                self._dispatch(response)
+
+    async def _supervise(self, conn: AbstractConnection) -> None:
+        """Serve the connection; when it is lost, open another and reset the receiver."""
+        while True:
+            try:
+                await self._serve(conn)
+            except Exception:
+                _log.exception("the Redis pub/sub connection failed unexpectedly")
+            conn = await self._reconnect()
+            self.reconnects += 1
+            _log.info("reconnected to Redis, %d streams subscribed", len(self._streams))
+            try:
+                if self._receiver is not None:
+                    self._receiver.reset()
+            except Exception:
+                _log.exception("Receiver.reset failed")
+
+    async def _serve(self, conn: AbstractConnection) -> None:
+        lost = self._lost
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read, conn)
+                if self._health_check_interval:
+                    tg.start_soon(self._watch, conn)
+                if lost is not None:
+                    await lost.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._conn = None
+            self._release_waiters()
+            await self._hang_up(conn)
+
+    async def _reconnect(self) -> AbstractConnection:
+        """Connect again, with full-jitter exponential backoff between attempts."""
+        attempt = 0
+        while True:
+            ceiling = min(self._max_reconnect_delay, _BACKOFF_BASE * 2 ** min(attempt, 30))
+            await anyio.sleep(random.uniform(0, ceiling))
+            attempt += 1
+            try:
+                # Idle command connections may lead to the lost server: drop them first.
+                await self._client.connection_pool.disconnect(inuse_connections=False)
+                return await self._connect()
+            except Exception as exc:
+                _log.debug("reconnecting to Redis failed (attempt %d): %r", attempt, exc)
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        try:
+            while True:
+                self._dispatch(await conn.read_response())
+        except Exception as exc:
+            self._link_lost(conn, f"reading failed: {exc!r}")
+
+    async def _watch(self, conn: AbstractConnection) -> None:
+        """PING every `health_check_interval`; the link is lost if no reply comes in time."""
+        while True:
+            await anyio.sleep(self._health_check_interval)
+            heard = self._heard = anyio.Event()
+            try:
+                with anyio.fail_after(self._timeout):
+                    await conn.send_command("PING")
+                    await heard.wait()
+            except Exception as exc:
+                self._link_lost(conn, f"no reply to PING within {self._timeout} s ({exc!r})")
+                return
+
+    def _dispatch(self, response: Any) -> None:
+        if self._heard is not None:
+            self._heard.set()
+        if not isinstance(response, list) or len(response) < 3:
+            return  # PONG
+        kind, channel = response[0], response[1]
+        if kind == b"message":
+            if channel in self._streams:
+                self._deliver(channel, response[2])
+        elif kind == b"subscribe":
+            waiters = self._waiters.get(channel)
+            if waiters:
+                waiters.popleft().set()
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        try:
+            publication = _decode_publication(data)
+        except msgspec.DecodeError:
+            _log.error("dropped a message that is not a Publication on %r", channel)
+            return
+        if self._receiver is not None:
+            try:
+                self._receiver.deliver(publication)
+            except Exception:
+                _log.exception("Receiver.deliver failed")
+
+    def _link_lost(self, conn: AbstractConnection, reason: str) -> None:
+        if conn is self._conn and self._lost is not None and not self._lost.is_set():
+            _log.warning("lost the Redis pub/sub connection: %s", reason)
+            self._conn = None  # publish and replay fail fast from now on
+            self._lost.set()
+
+    def _release_waiters(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+        self._waiters.clear()
+
+    async def _hang_up(self, conn: AbstractConnection) -> None:
+        shielded = anyio.CancelScope(shield=True)
+        with shielded, anyio.move_on_after(self._timeout), suppress(rx.RedisError, OSError):
+            await conn.disconnect(nowait=True)
+
+
+def _entries(
+    stream: str, head: Position, after: int, entries: Iterable[Any]
+) -> Iterator[Publication]:
+    """Publications from log entries (oldest first), stopping at the first gap."""
+    expected = after + 1
+    for _id, fields in entries:
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        if int(values[b"o"]) != expected:
+            return
+        body, slot, ts = _decode_entry(b"\x93" + values[b"p"])
+        yield Publication(stream, head.epoch, expected, body, slot, ts)
+        expected += 1

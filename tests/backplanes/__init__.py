@@ -1,0 +1,1 @@
+"""Backplane tests: the conformance kit on every backplane, and Redis faults."""

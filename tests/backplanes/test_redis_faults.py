@@ -1,0 +1,215 @@
+"""The Redis backplane when redis-server dies, restarts, pauses or drops the connection.
+
+Each test runs its own redis-server (`own_redis_server`), and a backplane with short timings:
+PING every 0.1 s, commands bounded by 0.5 s, reconnection attempts at most 0.2 s apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from liveupdates.backplanes.redis import RedisBackplane
+from liveupdates.errors import BackplaneUnavailable, HubClosed
+from liveupdates.positions import Position, Publication
+from liveupdates.testing import RecordingReceiver
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+STREAM = "topic:jobs"
+TIMINGS = "health_check_interval=0.1&timeout=0.5&max_reconnect_delay=0.2"
+PROMPT = 2.0  # seconds within which a failing publish must raise (timeout is 0.5 s)
+
+
+class Server(Protocol):
+    """What these tests use of conftest's `RedisServer`."""
+
+    url: str
+
+    def kill(self) -> None: ...
+    def start(self) -> None: ...
+    def restart(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def command(self, *args: Any) -> Any: ...
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis.asyncio
+
+
+@asynccontextmanager
+async def started(server: Server) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
+    backplane = RedisBackplane.from_url(f"{server.url}?{TIMINGS}")
+    receiver = RecordingReceiver()
+    await backplane.start(receiver)
+    try:
+        await backplane.listen(STREAM)
+        yield backplane, receiver
+    finally:
+        await backplane.aclose()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` (state changed by an external process), for at most 10 s."""
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but time
+            await anyio.sleep(0.01)
+
+
+async def reconnected(receiver: RecordingReceiver, resets: int) -> None:
+    with anyio.fail_after(10):
+        await receiver.wait_for(lambda: receiver.resets >= resets)
+
+
+async def publish_fails_promptly(backplane: RedisBackplane) -> None:
+    with anyio.fail_after(PROMPT), pytest.raises(BackplaneUnavailable):
+        await backplane.publish(STREAM, b"{}")
+
+
+async def test_kill_during_publishes_then_restart(own_redis_server: Server) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        outcomes: list[Publication | BackplaneUnavailable] = []
+        killed = anyio.Event()
+
+        async def publisher() -> None:
+            for _ in range(1_000_000):
+                try:
+                    with anyio.fail_after(PROMPT):
+                        outcomes.append(await backplane.publish(STREAM, b'{"type":"x"}'))
+                except BackplaneUnavailable as exc:
+                    outcomes.append(exc)
+                    if killed.is_set():
+                        return
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publisher)
+            with anyio.fail_after(10):
+                await receiver.wait_for(lambda: len(receiver.of(STREAM)) >= 20)
+            own_redis_server.kill()
+            killed.set()
+
+        published = [item for item in outcomes if isinstance(item, Publication)]
+        assert isinstance(outcomes[-1], BackplaneUnavailable)
+        assert [pub.offset for pub in published] == list(range(1, len(published) + 1))
+        old = published[-1].position
+
+        await until(lambda: not backplane.connected)
+        await publish_fails_promptly(backplane)
+        with pytest.raises(BackplaneUnavailable):
+            await backplane.replay(STREAM, old)
+        assert receiver.resets == 0
+
+        own_redis_server.start()
+        await reconnected(receiver, 1)
+        new = await backplane.publish(STREAM, b"{}")
+        assert new.epoch != old.epoch  # the history was lost with the process
+        assert new.offset == 1
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: receiver.of(STREAM)[-1] == new)
+        replay = await backplane.replay(STREAM, old)
+        assert not replay.complete
+        assert replay.head == new.position
+        assert receiver.resets == 1
+        assert backplane.reconnects == 1
+
+
+async def test_pause_is_noticed_and_resume_recovers(own_redis_server: Server) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        before = await backplane.publish(STREAM, b"{}")
+        own_redis_server.pause()
+        try:
+            await publish_fails_promptly(backplane)
+            await until(lambda: not backplane.connected)  # the PING watchdog noticed
+            await publish_fails_promptly(backplane)
+        finally:
+            own_redis_server.resume()
+        await reconnected(receiver, 1)
+        after = await backplane.publish(STREAM, b"{}")
+        # The server kept its data: same epoch. The publish sent while it was paused may
+        # have run once it resumed (its caller was told it failed), so offsets may skip one.
+        assert after.epoch == before.epoch
+        assert after.offset in (before.offset + 1, before.offset + 2)
+        replay = await backplane.replay(STREAM, before.position)
+        assert replay.complete
+        assert replay.publications[-1] == after
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: receiver.of(STREAM)[-1] == after)
+        assert receiver.resets == 1
+
+
+async def test_restart_from_an_older_snapshot_changes_the_epoch(own_redis_server: Server) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        published = [await backplane.publish(STREAM, b"{}") for _ in range(3)]
+        own_redis_server.command("SAVE")  # the snapshot holds offset 3
+        published += [await backplane.publish(STREAM, b"{}") for _ in range(2)]
+        own_redis_server.restart()
+        meta = backplane.names(STREAM).meta
+        assert own_redis_server.command("HGET", meta, "offset") == b"3"  # restored, older
+        await reconnected(receiver, 1)
+        new = await backplane.publish(STREAM, b"{}")
+        # Offset 4 of the old epoch was already seen by clients: reusing it would hide this.
+        assert new.epoch != published[0].epoch
+        for cursor in (published[2].position, published[4].position):
+            assert not (await backplane.replay(STREAM, cursor)).complete
+
+
+async def test_killed_pubsub_connection_reconnects_and_resets(own_redis_server: Server) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        first = await backplane.publish(STREAM, b"{}")
+        for resets in (1, 2):
+            own_redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            await reconnected(receiver, resets)
+            pub = await backplane.publish(STREAM, b"{}")
+            with anyio.fail_after(10):
+                await receiver.wait_for(lambda: receiver.of(STREAM)[-1] == pub)  # noqa: B023
+            assert pub.epoch == first.epoch
+        assert receiver.resets == 2
+        assert backplane.reconnects == 2
+
+
+async def test_a_failed_command_is_followed_by_a_reset(own_redis_server: Server) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        first = await backplane.publish(STREAM, b"{}")
+        own_redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # not the pub/sub link
+        with pytest.raises(BackplaneUnavailable):
+            await backplane.publish(STREAM, b"{}")  # on a pooled connection that was killed
+        await reconnected(receiver, 1)  # so the hub retries whatever failed meanwhile
+        second = await backplane.publish(STREAM, b"{}")
+        assert second.position == Position(first.epoch, first.offset + 1)
+        assert receiver.resets == 1
+
+
+async def test_streams_listened_while_down_are_subscribed_on_reconnect(
+    own_redis_server: Server,
+) -> None:
+    async with started(own_redis_server) as (backplane, receiver):
+        own_redis_server.kill()
+        await until(lambda: not backplane.connected)
+        with anyio.fail_after(PROMPT):
+            await backplane.listen("topic:later")  # does not fail: subscribed on reconnect
+            await backplane.unlisten(STREAM)
+        own_redis_server.start()
+        await reconnected(receiver, 1)
+        later = await backplane.publish("topic:later", b"{}")
+        await backplane.publish(STREAM, b"{}")
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: bool(receiver.of("topic:later")))
+        assert receiver.publications == [later]  # the unlistened stream is not delivered
+
+
+async def test_start_fails_promptly_when_redis_is_down(own_redis_server: Server) -> None:
+    own_redis_server.kill()
+    backplane = RedisBackplane.from_url(f"{own_redis_server.url}?{TIMINGS}")
+    with anyio.fail_after(PROMPT), pytest.raises(BackplaneUnavailable):
+        await backplane.start(RecordingReceiver())
+    await backplane.aclose()  # idempotent: start closed it already
+    with pytest.raises(HubClosed):
+        await backplane.replay(STREAM, Position("e", 0))

@@ -1,0 +1,93 @@
+"""The hub recovers publications a backplane lost, even when reading history fails at first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from liveupdates import BackplaneUnavailable, Event, Hub, MemoryBackplane, Position, Topic
+from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.positions import Publication, Replay
+from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
+
+pytestmark = pytest.mark.anyio
+
+
+class LossyBackplane(MemoryBackplane):
+    """Loses chosen live deliveries, and can fail history reads, like a flapping network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop_next = 0
+        self.fail_replays = 0
+
+    async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
+        if self.drop_next:
+            self.drop_next -= 1
+            receivers, self._receivers = self._receivers, [_Nobody()]
+            try:
+                return await super().publish(stream, body, slot)
+            finally:
+                self._receivers = receivers
+        return await super().publish(stream, body, slot)
+
+    async def replay(self, stream: str, since: Position | None) -> Replay:
+        if self.fail_replays:
+            self.fail_replays -= 1
+            raise BackplaneUnavailable("history is unreachable")
+        return await super().replay(stream, since)
+
+
+class _Nobody:
+    def deliver(self, publication: Publication) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+class Step(Event, tag="step"):
+    """An ordered application event: never merged, so order and loss are visible."""
+
+    name: str
+
+
+async def steps_until(ws: AsgiWebSocket, last: str) -> list[Any]:
+    seen = []
+    while True:
+        message = await ws.receive_until(lambda m: m.get("type") in ("step", "resync"))
+        seen.append(message.get("name", "resync"))
+        if message.get("name") == last:
+            return seen
+
+
+async def test_a_lost_publication_is_replayed_in_order() -> None:
+    backplane = LossyBackplane()
+    async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello", "topics": ["t"]})
+        await ws.receive_until(lambda m: m.get("stream") == "topic:t")
+        await hub.publish(Step("a"), to=Topic("t"))
+        backplane.drop_next = 1
+        await hub.publish(Step("lost"), to=Topic("t"))
+        await hub.publish(Step("c"), to=Topic("t"))
+        assert await steps_until(ws, "c") == ["a", "lost", "c"]
+
+
+async def test_a_failed_history_read_is_retried_after_the_backplane_resets() -> None:
+    backplane = LossyBackplane()
+    async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello", "topics": ["t"]})
+        await ws.receive_until(lambda m: m.get("stream") == "topic:t")
+        backplane.drop_next, backplane.fail_replays = 1, 1
+        await hub.publish(Step("lost"), to=Topic("t"))
+        await hub.publish(Step("held"), to=Topic("t"))
+        with anyio.fail_after(5):
+            while backplane.fail_replays:  # the first attempt has failed
+                await anyio.lowlevel.checkpoint()
+        assert hub.reconciling == 1  # holding: nothing out of order reached the client
+        hub.reset()  # what a backplane does once it is reachable again
+        assert await steps_until(ws, "held") == ["lost", "held"]
+        assert hub.reconciling == 0
