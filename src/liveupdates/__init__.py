@@ -36,6 +36,8 @@ from .targets import Target as Target
 from .targets import Topic as Topic
 from .targets import User as User
 from .throttle import ThrottleRule as ThrottleRule
+from .transaction import Transaction as Transaction
+from .transaction import TransactionClosed as TransactionClosed
 
 __version__ = "0.1.0.dev0"
 
@@ -67,6 +69,8 @@ __all__ = (
     "Target",
     "ThrottleRule",
     "Topic",
+    "Transaction",
+    "TransactionClosed",
     "Unauthorized",
     "User",
     "backplane_from_url",

@@ -47,6 +47,7 @@ class Connection:
         "principal",
         "rate",
         "scope",
+        "sending_since",
         "since",
         "state",
         "streams",
@@ -68,6 +69,7 @@ class Connection:
         self.topics: set[str] = set()
         self.since = time.time()
         self.last_received = self.last_sent = now
+        self.sending_since = 0.0  # when the send under way started; 0 when none
         self.scope = anyio.CancelScope()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -78,18 +80,18 @@ class Connection:
     def user(self) -> str | None:
         return self.principal.user
 
-    def push(self, message: Message) -> None:
-        """Queue a message for this client without waiting."""
+    def push(self, message: Message) -> bool:
+        """Queue a message for this client without waiting; True when its outbox fills up."""
         if self._gates:
             gate = self._gates.get(message.stream) if message.stream is not None else None
             if gate is not None:
                 if isinstance(gate, list):
                     gate.append(message)
-                    return
+                    return False
                 if message.epoch == gate[0] and message.offset <= gate[1]:
-                    return  # already replayed to this client
+                    return False  # already replayed to this client
                 del self._gates[message.stream]  # type: ignore[arg-type]
-        self.outbox.push(message)
+        return self.outbox.push(message)
 
     def hold(self, stream: str) -> None:
         """Hold `stream`'s live messages aside while the stream is being joined."""
@@ -121,10 +123,10 @@ class Connection:
     async def run_writer(self, send: SendFrame, clock: Callable[[], float]) -> None:
         """Send everything pending, one frame per wake-up, until the connection closes.
 
-        A send that takes longer than `send_timeout` closes the connection (slow consumer).
+        `sending_since` is set while a send is under way: the hub's sweeper closes a connection
+        whose send takes longer than `send_timeout` (a slow consumer). No timer per frame.
         """
-        outbox, limits = self.outbox, self.limits
-        flush_interval, send_timeout = limits.flush_interval, limits.send_timeout
+        outbox, flush_interval = self.outbox, self.limits.flush_interval
         while True:
             await outbox.wait()
             if flush_interval:
@@ -132,12 +134,10 @@ class Connection:
             frame = outbox.drain()
             if frame is None:
                 return
-            with anyio.move_on_after(send_timeout) as timeout:
-                await send(frame)
-            if timeout.cancelled_caught:
-                self.close(CloseCode.SLOW_CONSUMER, "send timed out")
-                return
+            self.sending_since = clock()
+            await send(frame)
             self.last_sent = clock()
+            self.sending_since = 0.0
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user!r} {self.state.value}>"

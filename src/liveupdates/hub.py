@@ -50,6 +50,7 @@ from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction
 
 logger = logging.getLogger("liveupdates")
+YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the writers get a turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,8 @@ class Hub:
         self._thread = 0
         self._publishes = self._deliveries = self._resyncs = self._recovered = self._errors = 0
         self._frames = 0
+        self._last_yield = 0.0
+        self._filling = False  # an outbox is half full: let the writers run
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -208,6 +211,15 @@ class Hub:
     async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
         await self.backplane.publish(stream, body, slot)
         self._publishes += 1
+        # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
+        # as an outbox is half full: events of a burst leave together (one frame per client),
+        # nobody waits long for the loop, and a client that keeps up never overflows.
+        now = time.perf_counter()
+        if self._filling or now - self._last_yield > YIELD_BUDGET:
+            self._last_yield, self._filling = now, False
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     # -- backplane receiver ---------------------------------------------------------------
 
@@ -250,8 +262,11 @@ class Hub:
     def _fan_out(self, state: _Stream, publication: Publication) -> None:
         state.head = Position(publication.epoch, publication.offset)
         message = self._message(state, publication)
+        filling = False
         for conn in state.conns:
-            conn.push(message)
+            if conn.push(message):
+                filling = True
+        self._filling |= filling
         self._deliveries += len(state.conns)
 
     def _message(self, state: _Stream, publication: Publication) -> Message:
@@ -492,17 +507,21 @@ class Hub:
     # -- heartbeats -----------------------------------------------------------------------
 
     async def _sweep(self) -> None:
+        """Heartbeats, dead peers and slow consumers: one task for every connection."""
         limits = self.limits
-        period = limits.heartbeat_interval / 2
+        idle = limits.heartbeat_interval / 2
+        period = min(idle, limits.send_timeout / 2)
         while True:
             await anyio.sleep(period)
             now = self.clock()
             for conn in list(self._conns.values()):
                 if conn.state is not ConnectionState.OPEN:
                     continue
-                if now - conn.last_received > limits.heartbeat_timeout:
+                if conn.sending_since and now - conn.sending_since > limits.send_timeout:
+                    conn.close(CloseCode.SLOW_CONSUMER, "the client does not read")
+                elif now - conn.last_received > limits.heartbeat_timeout:
                     conn.close(CloseCode.HEARTBEAT_TIMEOUT, "no traffic from the client")
-                elif now - conn.last_sent >= period:
+                elif now - conn.last_sent >= idle:
                     conn.push(_PING)
 
 

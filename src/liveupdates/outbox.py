@@ -138,15 +138,19 @@ class Outbox:
     def pending_bytes(self) -> int:
         return self._bytes
 
-    def push(self, message: Message) -> None:
-        """Queue a message without waiting; merge it or collapse the outbox when needed."""
+    def push(self, message: Message) -> bool:
+        """Queue a message without waiting; merge it or collapse the outbox when needed.
+
+        Returns True when the outbox is at least half full: the publisher should let the writer
+        run before it queues more.
+        """
         stream = message.stream
         if stream is not None and self._resyncs:
             resync = self._resyncs.get(stream)
             if resync is not None:
                 resync.epoch, resync.offset = message.epoch, max(resync.offset, message.offset)
                 self.merged += 1
-                return
+                return False
         slot = message.slot
         key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
         items = self._items
@@ -164,12 +168,14 @@ class Outbox:
                     item = pending
         items[key] = item
         self._bytes += item.size
-        if len(items) > self.max_messages or self._bytes > self.max_bytes:
+        count = len(items)
+        if count > self.max_messages or self._bytes > self.max_bytes:
             self._collapse()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             waiter.set()
+        return 2 * count >= self.max_messages or 2 * self._bytes >= self.max_bytes
 
     def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
         """Replace everything pending for `stream` by one `resync`, which absorbs later events."""

@@ -73,7 +73,7 @@ class MemoryBackplane(Backplane):
         self._trim(state, now)
         for receiver in self._receivers:
             receiver.deliver(publication)
-        await anyio.lowlevel.checkpoint()  # let writers run: a publishing loop must not starve them
+        await anyio.lowlevel.checkpoint_if_cancelled()  # the hub decides when writers get a turn
         return publication
 
     async def replay(self, stream: str, since: Position | None) -> Replay:
