@@ -91,3 +91,33 @@ async def test_a_failed_history_read_is_retried_after_the_backplane_resets() -> 
         hub.reset()  # what a backplane does once it is reachable again
         assert await steps_until(ws, "held") == ["lost", "held"]
         assert hub.reconciling == 0
+
+
+class FlakyPublishBackplane(MemoryBackplane):
+    """Refuses publishes while `down` (Redis unreachable)."""
+
+    down = False
+
+    async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
+        if self.down:
+            raise BackplaneUnavailable("the backplane is down")
+        return await super().publish(stream, body, slot)
+
+
+async def test_a_change_whose_publish_failed_is_resynced_once_the_backplane_is_back() -> None:
+    backplane = FlakyPublishBackplane()
+    async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello", "topics": ["t"]})
+        await ws.receive_until(lambda m: m.get("stream") == "topic:t")
+        backplane.down = True
+        with pytest.raises(BackplaneUnavailable):  # the caller hears of it...
+            async with hub.transaction() as tx:
+                tx.publish(Step("committed while down"), to=Topic("t"))
+        backplane.down = False
+        hub.reset()  # ...and once the backplane is back, the stream's clients resync
+        resync = await ws.receive_until(lambda m: m.get("type") in ("resync", "step"))
+        assert (resync["type"], resync["stream"], resync["reason"]) == (
+            "resync", "topic:t", "backplane",
+        )  # fmt: skip
+        await hub.publish(Step("after"), to=Topic("t"))
+        assert (await ws.receive_until(lambda m: m.get("type") == "step"))["name"] == "after"

@@ -26,8 +26,9 @@ from .events import Event as Event
 from .events import Invalidate as Invalidate
 from .events import Set as Set
 from .hub import Hub as Hub
-from .hub import HubStats as HubStats
 from .limits import Limits as Limits
+from .metrics import HubStats as HubStats
+from .metrics import Metrics as Metrics
 from .positions import Position as Position
 from .positions import Publication as Publication
 from .positions import Replay as Replay
@@ -60,6 +61,7 @@ __all__ = (
     "Limits",
     "LiveUpdatesError",
     "MemoryBackplane",
+    "Metrics",
     "Position",
     "Principal",
     "ProtocolError",

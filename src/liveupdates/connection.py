@@ -13,15 +13,31 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 
 from .auth import Principal
 from .errors import CloseCode
 from .limits import Limits, RateLimiter
+from .metrics import Metrics
 from .outbox import Message, Outbox
 
 SendFrame = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What an operator sees of a connection (`Connection.info`)."""
+
+    id: str
+    user: str | None
+    transport: str
+    state: str
+    since: float  # Unix time it connected
+    topics: list[str]
+    outbox_messages: int
+    outbox_bytes: int
 
 
 class ConnectionState(enum.Enum):
@@ -39,10 +55,12 @@ class Connection:
         "_gates",
         "close_code",
         "close_reason",
+        "closing",
         "id",
         "last_received",
         "last_sent",
         "limits",
+        "metrics",
         "outbox",
         "principal",
         "rate",
@@ -53,12 +71,22 @@ class Connection:
         "streams",
         "topics",
         "transport",
+        "warned",
     )  # fmt: skip
 
     def __init__(
-        self, id: str, principal: Principal, transport: str, limits: Limits, now: float
+        self,
+        id: str,
+        principal: Principal,
+        transport: str,
+        limits: Limits,
+        now: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = id
+        self.metrics = metrics or Metrics()
+        self.warned = False  # told that its credential is about to expire
+        self.closing: tuple[int, str] | None = None  # close once flushed
         self.principal = principal
         self.transport = transport
         self.limits = limits
@@ -111,6 +139,13 @@ class Connection:
                 epoch, floor = message.epoch, message.offset
         self._gates[stream] = (epoch, floor)
 
+    def close_when_flushed(self, code: int, reason: str = "") -> None:
+        """Close with `code` once everything pending has been sent."""
+        if not len(self.outbox) and not self.sending_since:
+            self.close(code, reason)
+        else:
+            self.closing = (code, reason)
+
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Ask the transport to close this connection with `code`. Idempotent."""
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
@@ -138,6 +173,21 @@ class Connection:
             await send(frame)
             self.last_sent = clock()
             self.sending_since = 0.0
+            if self.closing is not None and not len(outbox):
+                self.close(*self.closing)
+                return
+            metrics = self.metrics
+            metrics.frames += 1
+            metrics.bytes_sent += len(frame)
+            if outbox.drained_ts:
+                metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
+
+    def info(self) -> ConnectionInfo:
+        """A snapshot for operators: who, how, since when, on what, how far behind."""
+        return ConnectionInfo(
+            self.id, self.user, self.transport, self.state.value, self.since,
+            sorted(self.topics), len(self.outbox), self.outbox.pending_bytes,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user!r} {self.state.value}>"

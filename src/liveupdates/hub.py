@@ -11,11 +11,11 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -27,9 +27,11 @@ from anyio.lowlevel import EventLoopToken
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
 from .connection import Connection, ConnectionState
+from .control import CONTROL_SLOT, Disconnect, Resync, decode_control, encode_control
 from .errors import BackplaneError, CloseCode, ErrorCode, HubClosed, Unauthorized
 from .events import Event, encode_event, event_slot
 from .limits import Limits
+from .metrics import HubStats, Metrics
 from .outbox import Message, event_message, position_prefix
 from .positions import Position, Publication
 from .protocol import (
@@ -38,35 +40,20 @@ from .protocol import (
     Goodbye,
     Hello,
     Outcome,
+    Refreshed,
     ServerMessage,
-    ServerPing,
     Subscribed,
     Unsubscribed,
     Welcome,
     encode_message,
 )
+from .sweeper import sweep
 from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic, streams_of
 from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction
 
 logger = logging.getLogger("liveupdates")
 YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the writers get a turn
-
-
-@dataclass(frozen=True, slots=True)
-class HubStats:
-    """A snapshot of a hub's counters (this process only)."""
-
-    connections: int
-    users: int
-    streams: int
-    publishes: int
-    deliveries: int
-    frames: int
-    throttled: int
-    resyncs: int
-    recovered: int
-    errors: int
 
 
 class _Stream:
@@ -88,9 +75,6 @@ def _control(message: ServerMessage) -> Message:
     return Message(encode_message(message))
 
 
-_PING = _control(ServerPing())
-
-
 class Hub:
     """Connection manager: per-user, per-topic and everyone targeting over a backplane."""
 
@@ -102,6 +86,7 @@ class Hub:
         authorize: Authorize = allow_all,
         limits: Limits | None = None,
         throttle: Iterable[ThrottleRule] = (),
+        drain_signals: Iterable[signal.Signals] = (signal.SIGTERM,),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backplane = backplane_from_url(backplane) if isinstance(backplane, str) else backplane
@@ -109,6 +94,7 @@ class Hub:
         self.authorize_hook = authorize
         self.limits = limits or Limits()
         self.clock = clock
+        self.drain_signals = tuple(drain_signals)
         self._throttle = Throttle(list(throttle), clock)
         self._conns: dict[str, Connection] = {}
         self._users: dict[str, dict[Connection, None]] = {}
@@ -120,8 +106,9 @@ class Hub:
         self._drained: anyio.Event | None = None
         self._token: EventLoopToken | None = None
         self._thread = 0
-        self._publishes = self._deliveries = self._resyncs = self._recovered = self._errors = 0
-        self._frames = 0
+        self.metrics = Metrics()
+        self._accepting = False
+        self._unannounced: set[str] = set()  # streams with a failed publish
         self._last_yield = 0.0
         self._filling = False  # an outbox is half full: let the writers run
 
@@ -138,10 +125,12 @@ class Hub:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             raise
-        self._running = True
+        self._running = self._accepting = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
-        self._tg.start_soon(self._sweep)
+        self._tg.start_soon(sweep, self._conns, self.limits, self.clock)
+        if self.drain_signals and threading.current_thread() is threading.main_thread():
+            self._tg.start_soon(self._drain_on_signal)
         if self._throttle.rules:
             self._tg.start_soon(self._throttle.run, self._publish_stream)
         return self
@@ -150,24 +139,57 @@ class Hub:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Say goodbye to every connection, close them and stop the backplane."""
+        """Drain every connection (see `drain`), then stop the backplane and the hub's tasks."""
         if not self._running or self._tg is None:
             return
-        self._running = False
-        goodbye = _control(Goodbye(int(self.limits.goodbye_retry * 1000)))
-        for conn in list(self._conns.values()):
-            conn.push(goodbye)
-            conn.close(CloseCode.GOING_AWAY, "server shutting down")
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self.limits.send_timeout):
-                while self._conns:
-                    self._drained = anyio.Event()
-                    await self._drained.wait()
+            await self.drain()
+            self._running = False
             await self.backplane.aclose()
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
         self._token = None
+
+    async def drain(self) -> None:
+        """Stop accepting connections; tell every client to come back within the retry window.
+
+        Each connection gets a `goodbye` (``retry_ms`` = `Limits.goodbye_retry`) after what was
+        pending for it, and is closed with `1001` once that is sent. Clients reconnect at a
+        random moment within the window, so thousands of them do not all come back at once.
+        Waits at most `Limits.drain_timeout` before closing the rest.
+        """
+        self._accepting = False
+        goodbye = _control(Goodbye(int(self.limits.goodbye_retry * 1000)))
+        for conn in list(self._conns.values()):
+            conn.push(goodbye)
+            conn.close_when_flushed(CloseCode.GOING_AWAY, "server shutting down")
+        with anyio.move_on_after(self.limits.drain_timeout):
+            await self._wait_until_empty()
+        for conn in list(self._conns.values()):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        with anyio.move_on_after(1.0):
+            await self._wait_until_empty()
+
+    async def _drain_on_signal(self) -> None:
+        """On SIGTERM (by default): drain, then hand the signal to whoever handled it before.
+
+        Under uvicorn, that lets every client hear `goodbye` before the server closes sockets
+        on its own (with no retry window); uvicorn then shuts down as usual.
+        """
+        previous = {sig: signal.getsignal(sig) for sig in self.drain_signals}
+        with anyio.open_signal_receiver(*self.drain_signals) as signals:
+            async for signum in signals:
+                logger.info("draining on %s", signal.Signals(signum).name)
+                await self.drain()
+                break
+        signal.signal(signum, previous[signum])
+        signal.raise_signal(signum)
+
+    async def _wait_until_empty(self) -> None:
+        while self._conns:
+            self._drained = anyio.Event()
+            await self._drained.wait()
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -178,6 +200,11 @@ class Hub:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new connections are accepted (False once draining)."""
+        return self._accepting
 
     @property
     def reconciling(self) -> int:
@@ -209,8 +236,12 @@ class Hub:
                 await self._publish_stream(stream, body, slot)
 
     async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
-        await self.backplane.publish(stream, body, slot)
-        self._publishes += 1
+        try:
+            await self.backplane.publish(stream, body, slot)
+        except BackplaneError:
+            self._unannounced.add(stream)  # resynced everywhere once the backplane is back
+            raise
+        self.metrics.publishes += 1
         # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
         # as an outbox is half full: events of a burst leave together (one frame per client),
         # nobody waits long for the loop, and a client that keeps up never overflows.
@@ -247,10 +278,23 @@ class Hub:
 
     def reset(self) -> None:
         """The backplane reconnected: check every stream for publications this process missed."""
+        self.metrics.backplane_resets += 1
         for stream, state in self._streams.items():
             if state.pending is None:
                 state.pending = []
             self._start_reconcile(stream, state)
+        if self._unannounced:
+            self._spawn(self._announce_failed_publishes)
+
+    async def _announce_failed_publishes(self) -> None:
+        """Tell every process to resync the streams whose publish failed while it was down."""
+        body = encode_control(Resync())
+        for stream in sorted(self._unannounced):
+            try:
+                await self.backplane.publish(stream, body, CONTROL_SLOT)
+            except BackplaneError:
+                return  # still down: the next reset tries again
+            self._unannounced.discard(stream)
 
     def _start_reconcile(self, stream: str, state: _Stream) -> None:
         if state.reconciling:
@@ -261,13 +305,32 @@ class Hub:
 
     def _fan_out(self, state: _Stream, publication: Publication) -> None:
         state.head = Position(publication.epoch, publication.offset)
+        if publication.slot == CONTROL_SLOT:
+            self._apply_control(state, publication)
+            return
         message = self._message(state, publication)
         filling = False
         for conn in state.conns:
             if conn.push(message):
                 filling = True
         self._filling |= filling
-        self._deliveries += len(state.conns)
+        self.metrics.deliveries += len(state.conns)
+
+    def _apply_control(self, state: _Stream, publication: Publication) -> None:
+        command = decode_control(publication.body)
+        if isinstance(command, Resync):
+            for conn in state.conns:
+                conn.outbox.resync(publication.stream, publication.epoch, publication.offset,
+                                   command.reason)  # fmt: skip
+            self.metrics.resyncs[command.reason] += len(state.conns)
+            return
+        if command is None:
+            logger.warning("unknown control publication on %s", publication.stream)
+            return
+        for conn in list(state.conns):
+            # only connections opened before the command: a replayed one spares new logins
+            if conn.since < publication.ts and command.connection in (None, conn.id):
+                conn.close(CloseCode.DISCONNECTED, command.reason)
 
     def _message(self, state: _Stream, publication: Publication) -> Message:
         if state.epoch != publication.epoch:
@@ -311,7 +374,7 @@ class Hub:
             state.head = head
             for conn in state.conns:
                 conn.outbox.resync(stream, head.epoch, head.offset, "backplane")
-            self._resyncs += len(state.conns)
+            self.metrics.resyncs["backplane"] += len(state.conns)
             logger.info("resync of %s for %d connections (backplane gap)", stream, len(state.conns))
         held_during, state.pending = state.pending, None
         for publication in held_before:
@@ -340,12 +403,15 @@ class Hub:
         try:
             principal = await call_hook(self.authenticate_hook, request)
         except Unauthorized:
+            self.metrics.auth_failures += 1
             raise
         except Exception as exc:
-            self._errors += 1
+            self.metrics.auth_failures += 1
+            self.metrics.errors += 1
             logger.exception("the authentication hook failed")
             raise Unauthorized("authentication failed") from exc
         if principal is None:
+            self.metrics.auth_failures += 1
             raise Unauthorized("credentials rejected" if request.token else "no credentials")
         if not isinstance(principal, Principal):
             raise TypeError("the authentication hook must return a Principal or None")
@@ -353,10 +419,10 @@ class Hub:
 
     def connect(self, principal: Principal, transport: str) -> Connection:
         """Register a new connection for `principal` (not yet on any stream)."""
-        if not self._running:
-            raise HubClosed("the hub is not running")
+        if not self._accepting:
+            raise HubClosed("the hub is not accepting connections")
         conn_id = f"{self._id_prefix}-{next(self._ids)}"
-        conn = Connection(conn_id, principal, transport, self.limits, self.clock())
+        conn = Connection(conn_id, principal, transport, self.limits, self.clock(), self.metrics)
         self._conns[conn_id] = conn
         if principal.user is not None:
             self._users.setdefault(principal.user, {})[conn] = None
@@ -392,19 +458,21 @@ class Hub:
             message = f"at most {self.limits.max_subscriptions} subscriptions"
             conn.push(_control(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, topic, id)))
             return False
-        try:
-            allowed = await call_hook(self.authorize_hook, conn.principal, topic)
-        except Exception:
-            self._errors += 1
-            logger.exception("the authorisation hook failed for topic %r", topic)
-            allowed = False
-        if allowed is not True:
+        if not await self._authorized(conn.principal, topic):
             message = f"not allowed to subscribe to {topic!r}"
             conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, id)))
             return False
         conn.topics.add(topic)
         await self._join(conn, Topic(topic).stream, since, id)
         return True
+
+    async def _authorized(self, principal: Principal, topic: str) -> bool:
+        try:
+            return await call_hook(self.authorize_hook, principal, topic) is True
+        except Exception:
+            self.metrics.errors += 1
+            logger.exception("the authorisation hook failed for topic %r", topic)
+            return False
 
     def unsubscribe(self, conn: Connection, topic: str, id: int | None = None) -> None:
         """Remove `conn` from `topic` (answered with `unsubscribed` even if it was not on it)."""
@@ -421,6 +489,10 @@ class Hub:
         if state is None:
             state = self._streams[stream] = _Stream()
             await self.backplane.listen(stream)
+        elif state.head is None:
+            # The join that created the stream may still be in `listen`: reading history before
+            # live delivery starts would miss what is published in between. Wait for it too.
+            await self.backplane.listen(stream)
         conn.hold(stream)
         state.conns[conn] = None
         conn.streams.add(stream)
@@ -434,13 +506,14 @@ class Hub:
             outcome = "fresh"
         elif replay.complete:
             outcome = "recovered"
-            self._recovered += 1
         else:
             outcome, reason = "resync", _resync_reason(since, head)
-            self._resyncs += 1
+            self.metrics.resyncs[reason] += 1
+        self.metrics.recoveries[outcome] += 1
         conn.outbox.push(_control(Subscribed(stream, head.epoch, head.offset, outcome, reason, id)))
         for publication in replay.publications:
-            conn.outbox.push(self._message(state, publication))
+            if publication.slot != CONTROL_SLOT:
+                conn.outbox.push(self._message(state, publication))
         conn.release(stream, head.epoch, head.offset)
 
     def _leave(self, conn: Connection, stream: str) -> None:
@@ -460,14 +533,20 @@ class Hub:
             except BackplaneError:
                 logger.warning("cannot stop listening to %s", stream)
 
-    def disconnect(self, conn: Connection) -> None:
-        """Unregister a connection (the transport calls this when the connection ends)."""
+    def unregister(self, conn: Connection) -> None:
+        """Forget a connection (its transport calls this when the connection has ended)."""
         if self._conns.pop(conn.id, None) is None:
             return
         if not self._conns and self._drained is not None:
             self._drained.set()
         conn.state = ConnectionState.CLOSED
         conn.outbox.close()
+        metrics, outbox = self.metrics, conn.outbox
+        metrics.coalesced += outbox.merged
+        metrics.overflows += outbox.overflows
+        metrics.resyncs["overflow"] += outbox.overflow_resyncs
+        code = conn.close_code
+        metrics.closes[CloseCode(code).name.lower() if code in _CODES else "client"] += 1
         for stream in list(conn.streams):
             self._leave(conn, stream)
         if conn.user is not None:
@@ -476,6 +555,44 @@ class Hub:
                 tabs.pop(conn, None)
                 if not tabs:
                     del self._users[conn.user]
+        logger.info(
+            "connection closed",
+            extra={"conn": conn.id, "user": conn.user, "transport": conn.transport, "code": code},
+        )
+
+    async def disconnect(
+        self,
+        *,
+        user: str | None = None,
+        connection: str | None = None,
+        reason: str = "disconnected by the application",
+    ) -> None:
+        """Close every connection of `user`, or the connection `connection`, in every process.
+
+        For revocation, logout and admin action: the command travels through the backplane
+        and closes the connections opened before it, with code `4403`. Raises
+        `BackplaneError` when the backplane cannot carry it.
+        """
+        if (user is None) == (connection is None):
+            raise ValueError("disconnect needs exactly one of user= or connection=")
+        if not self._running:
+            raise HubClosed("the hub is not running")
+        stream = "user:" + user if user is not None else EVERYONE_STREAM
+        body = encode_control(Disconnect(connection, reason))
+        await self.backplane.publish(stream, body, CONTROL_SLOT)
+
+    async def refresh(self, conn: Connection, principal: Principal) -> None:
+        """Adopt a refreshed credential: topics no longer authorised are left (`forbidden`)."""
+        conn.principal, conn.warned = principal, False
+        for topic in sorted(conn.topics):
+            if not await self._authorized(principal, topic):
+                self.unsubscribe(conn, topic)
+                message = f"no longer allowed to subscribe to {topic!r}"
+                conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, None)))
+        expires_in = None
+        if principal.expires_at is not None:
+            expires_in = max(0, int((principal.expires_at - time.time()) * 1000))
+        conn.push(_control(Refreshed(expires_in)))
 
     def connections(self, user: str | None = None) -> list[Connection]:
         """Every local connection, or those of one user."""
@@ -483,46 +600,45 @@ class Hub:
             return list(self._conns.values())
         return list(self._users.get(user, ()))
 
-    def count_frame(self) -> None:
-        self._frames += 1
-
-    def count_error(self) -> None:
-        self._errors += 1
-
     def stats(self) -> HubStats:
-        """The counters of this process."""
+        """The figures of this process: counters, gauges and the lag histogram."""
+        m, conns = self.metrics, list(self._conns.values())
+        by_transport: dict[str, int] = {}
+        for conn in conns:
+            by_transport[conn.transport] = by_transport.get(conn.transport, 0) + 1
+        resyncs = dict(m.resyncs)
+        resyncs["overflow"] = resyncs.get("overflow", 0) + sum(
+            c.outbox.overflow_resyncs for c in conns
+        )
+        recoveries = dict(m.recoveries)
         return HubStats(
-            connections=len(self._conns),
+            connections=len(conns),
             users=len(self._users),
             streams=len(self._streams),
-            publishes=self._publishes,
-            deliveries=self._deliveries,
-            frames=self._frames,
+            publishes=m.publishes,
+            deliveries=m.deliveries,
+            frames=m.frames,
             throttled=self._throttle.held,
-            resyncs=self._resyncs + sum(c.outbox.overflows for c in self._conns.values()),
-            recovered=self._recovered,
-            errors=self._errors,
+            resyncs=sum(resyncs.values()),
+            recovered=recoveries.get("recovered", 0),
+            errors=m.errors,
+            connections_by_transport=by_transport,
+            subscriptions=sum(len(c.topics) for c in conns),
+            bytes_sent=m.bytes_sent,
+            coalesced=m.coalesced + sum(c.outbox.merged for c in conns),
+            overflows=m.overflows + sum(c.outbox.overflows for c in conns),
+            resyncs_by_reason={k: v for k, v in resyncs.items() if v},
+            recoveries_by_outcome=recoveries,
+            closes_by_code=dict(m.closes),
+            auth_failures=m.auth_failures,
+            backplane_resets=m.backplane_resets,
+            lag_buckets=m.lag.cumulative(),
+            lag_sum=m.lag.sum,
+            lag_count=m.lag.count,
         )
 
-    # -- heartbeats -----------------------------------------------------------------------
 
-    async def _sweep(self) -> None:
-        """Heartbeats, dead peers and slow consumers: one task for every connection."""
-        limits = self.limits
-        idle = limits.heartbeat_interval / 2
-        period = min(idle, limits.send_timeout / 2)
-        while True:
-            await anyio.sleep(period)
-            now = self.clock()
-            for conn in list(self._conns.values()):
-                if conn.state is not ConnectionState.OPEN:
-                    continue
-                if conn.sending_since and now - conn.sending_since > limits.send_timeout:
-                    conn.close(CloseCode.SLOW_CONSUMER, "the client does not read")
-                elif now - conn.last_received > limits.heartbeat_timeout:
-                    conn.close(CloseCode.HEARTBEAT_TIMEOUT, "no traffic from the client")
-                elif now - conn.last_sent >= idle:
-                    conn.push(_PING)
+_CODES = frozenset(CloseCode)
 
 
 def _resync_reason(since: Position, head: Position) -> str:

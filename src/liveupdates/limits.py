@@ -25,6 +25,8 @@ class Limits:
     heartbeat_timeout: float = 60.0
     flush_interval: float = 0.0
     goodbye_retry: float = 5.0
+    expiry_warning: float = 60.0
+    drain_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -116,8 +116,8 @@ class Outbox:
     """Bounded pending output of one connection, drained by its writer into one frame."""
 
     __slots__ = (
-        "_bytes", "_closed", "_items", "_resyncs", "_seq", "_waiter",
-        "max_bytes", "max_messages", "merged", "overflows",
+        "_bytes", "_closed", "_first_ts", "_items", "_resyncs", "_seq", "_waiter",
+        "drained_ts", "max_bytes", "max_messages", "merged", "overflow_resyncs", "overflows",
     )  # fmt: skip
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
@@ -130,6 +130,9 @@ class Outbox:
         self._closed = False
         self.merged = 0  # messages absorbed by a merge, a replacement or a pending resync
         self.overflows = 0  # times the bounds were exceeded and output collapsed
+        self.overflow_resyncs = 0  # streams resynced by those collapses
+        self._first_ts = 0.0  # publish time of the oldest pending event
+        self.drained_ts = 0.0  # ...of the oldest event in the last drained frame (0: none)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -154,6 +157,8 @@ class Outbox:
         slot = message.slot
         key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
         items = self._items
+        if message.ts and not self._first_ts:
+            self._first_ts = message.ts
         item: _Item = message
         if isinstance(key, tuple):
             old = items.pop(key, None)
@@ -197,13 +202,16 @@ class Outbox:
             waiter.set()
 
     def _collapse(self) -> None:
-        self.overflows += 1
         newest: dict[str, _Item] = {}
         for item in self._items.values():
             if item.stream is not None and not isinstance(item, _PendingResync):
                 newest[item.stream] = item
+        if not newest:
+            return  # only control messages: bounded by the client's own message rate
+        self.overflows += 1
         for stream, item in newest.items():
             self.resync(stream, item.epoch, item.offset, "overflow")
+        self.overflow_resyncs += len(newest)
 
     def drain(self) -> str | None:
         """Everything pending as one frame (a JSON array), or None when nothing is pending."""
@@ -219,6 +227,7 @@ class Outbox:
         items.clear()
         self._resyncs.clear()
         self._bytes = 0
+        self.drained_ts, self._first_ts = self._first_ts, 0.0
         return frame
 
     async def wait(self) -> None:

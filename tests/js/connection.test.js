@@ -37,6 +37,22 @@ test('a lost connection reports reconnecting and comes back', () => {
   t.client.close()
 })
 
+test('a connection refused with an error event alone (node 20) still retries', () => {
+  const t = setup()
+  connected(t).drop(1006)
+  t.clock.advance(1000)
+  const refused = t.ws()
+  refused.refuse()
+  assert.equal(t.client.status, 'reconnecting')
+  t.clock.advance(5_000) // the backoff, well within the 20 s connect timeout
+  assert.equal(t.WebSocket.sockets.length, 3)
+  refused.drop(1006) // a late close of the refused socket changes nothing
+  assert.equal(refused.handlers, 0)
+  connected(t)
+  assert.equal(t.client.status, 'connected')
+  t.client.close()
+})
+
 test('goodbye: reconnects at a uniformly random moment within retry_ms', () => {
   for (const r of [0, 0.3, 0.99]) {
     const t = setup({ random: () => r, base: 1 })

@@ -67,11 +67,15 @@ export function fakeWebSocket() {
       this.readyState = 3
       this.onclose?.({ code, reason: '' })
     }
+    /** A refused connection as node 20 reports it: `error`, and no `close` ever. */
+    refuse() {
+      this.onerror?.({})
+    }
     welcome(heartbeat = 25000, user = null) {
       this.receive({ type: 'welcome', v: 1, conn: 'c1', user, heartbeat, limits: {} })
     }
     get handlers() {
-      return [this.onopen, this.onmessage, this.onclose].filter(Boolean).length
+      return [this.onopen, this.onmessage, this.onclose, this.onerror].filter(Boolean).length
     }
   }
   FakeWebSocket.sockets = sockets

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,7 +23,6 @@ from ..protocol import (
     Ping,
     Pong,
     Refresh,
-    Refreshed,
     ServerPong,
     Subscribe,
     Unsubscribe,
@@ -67,7 +65,7 @@ class WebSocketEndpoint:
             return
         if (await receive())["type"] != "websocket.connect":
             return
-        if not self.origins.allows(scope) or not self.hub.running:
+        if not self.origins.allows(scope) or not self.hub.accepting:
             await send({"type": "websocket.close", "code": 1008})  # the server answers HTTP 403
             return
         chosen = SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", ()) else None
@@ -77,7 +75,7 @@ class WebSocketEndpoint:
         except _PeerGone:
             return
         except Exception:
-            self.hub.count_error()
+            self.hub.metrics.errors += 1
             logger.exception("WebSocket connection failed")
             code, reason = CloseCode.INTERNAL_ERROR, "internal error"
         if code is not None:
@@ -108,7 +106,11 @@ class WebSocketEndpoint:
         try:
             principal = await hub.authenticate(request)
         except Unauthorized as exc:
-            logger.info("connection refused: %s (token from %s)", exc, request.token_source)
+            logger.info(
+                "connection refused: %s",
+                exc,
+                extra={"transport": "websocket", "token_source": request.token_source},
+            )
             return CloseCode.UNAUTHORIZED, str(exc)
         try:
             conn = hub.connect(principal, "websocket")
@@ -124,8 +126,11 @@ class WebSocketEndpoint:
                 peer_gone = True
                 conn.scope.cancel()
                 raise _PeerGone from None
-            hub.count_frame()
 
+        logger.info(
+            "connection opened",
+            extra={"conn": conn.id, "user": conn.user, "transport": "websocket"},
+        )
         try:
             with conn.scope:
                 await hub.open(conn, hello)
@@ -137,7 +142,7 @@ class WebSocketEndpoint:
             logger.warning("backplane unavailable during a handshake: %s", exc)
             return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
         finally:
-            hub.disconnect(conn)
+            hub.unregister(conn)
         if peer_gone:
             raise _PeerGone
         return conn.close_code, conn.close_reason
@@ -152,11 +157,15 @@ class WebSocketEndpoint:
             now = hub.clock()
             conn.last_received = now
             if not conn.rate.allow(now):
+                logger.info("rate limit hit", extra={"conn": conn.id, "user": conn.user})
                 conn.close(CloseCode.RATE_LIMITED, "too many messages")
                 return False
             try:
                 frame = decode_client_frame(_payload(message), limits.max_frame_bytes)
             except ProtocolError as exc:
+                logger.info(
+                    "bad frame: %s", exc.close_code.name, extra={"conn": conn.id, "user": conn.user}
+                )
                 conn.close(exc.close_code, str(exc))
                 return False
             match frame:
@@ -180,19 +189,16 @@ class WebSocketEndpoint:
                     return False
 
     async def _refresh(self, conn: Connection, scope: Scope, token: str) -> None:
+        request = AuthRequest.from_scope(scope, token=token)
         try:
-            principal = await self.hub.authenticate(AuthRequest.from_scope(scope, token=token))
+            principal = await self.hub.authenticate(request)
         except Unauthorized as exc:
             conn.close(CloseCode.UNAUTHORIZED, str(exc))
             return
         if principal.user != conn.user:
             conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
             return
-        conn.principal = principal
-        expires_in = None
-        if principal.expires_at is not None:
-            expires_in = max(0, int((principal.expires_at - time.time()) * 1000))
-        conn.push(_control(Refreshed(expires_in)))
+        await self.hub.refresh(conn, principal)
 
 
 async def _run_writer(

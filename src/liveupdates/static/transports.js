@@ -4,13 +4,20 @@
 
 export function openWebSocket(WS, url, h) {
   const ws = new WS(url, 'liveupdates.v1')
+  // Browsers follow `error` with `close`; some runtimes (node 20) report a refused connection
+  // with `error` alone. Whichever comes first ends the connection, once.
+  const end = (code) => {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null
+    h.close(code)
+  }
   ws.onopen = () => h.open()
   ws.onmessage = (e) => h.frame(e.data)
-  ws.onclose = (e) => h.close(e.code)
+  ws.onclose = (e) => end(e.code)
+  ws.onerror = () => end(1006)
   return {
     send: (m) => ws.send(JSON.stringify(m)),
     close() {
-      ws.onopen = ws.onmessage = ws.onclose = null
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null
       ws.close(1000)
     },
   }

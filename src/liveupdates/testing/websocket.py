@@ -53,6 +53,8 @@ class AsgiWebSocket:
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.finished = anyio.Event()  # set when the app's handler has returned
+        self.frames_received = 0  # frames read so far, and their characters
+        self.chars_received = 0
 
     async def send_text(self, text: str) -> None:
         await self._to_app.send({"type": "websocket.receive", "text": text})
@@ -72,7 +74,13 @@ class AsgiWebSocket:
         if message["type"] == "websocket.close":
             self.close_code = message.get("code", 1000)
             raise Closed(self.close_code or 1000, message.get("reason") or "")
-        frame = json.loads(message.get("text") or message.get("bytes") or b"")
+        return self._parse(message)
+
+    def _parse(self, message: MutableMapping[str, Any]) -> list[dict[str, Any]]:
+        raw = message.get("text") or message.get("bytes") or b""
+        self.frames_received += 1
+        self.chars_received += len(raw)
+        frame = json.loads(raw)
         if not isinstance(frame, list):
             raise AssertionError(f"a server frame is a JSON array, got {frame!r}")
         return frame
@@ -96,8 +104,7 @@ class AsgiWebSocket:
             if message["type"] == "websocket.close":
                 self.close_code = message.get("code", 1000)
                 raise Closed(self.close_code or 1000, message.get("reason") or "")
-            frame = json.loads(message.get("text") or message.get("bytes") or b"")
-            messages.extend(frame)
+            messages.extend(self._parse(message))
 
     async def receive_message(self) -> dict[str, Any]:
         """The next server message."""

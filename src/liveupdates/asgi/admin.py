@@ -1,0 +1,88 @@
+"""An optional admin route: list this process's connections, disconnect a connection or a user.
+
+::
+
+    def is_admin(request: AuthRequest) -> bool:        # your own check: session, role, network
+        return session_of(request.cookies).is_admin
+
+    app.mount("/admin/live", AdminEndpoint(hub, check=is_admin))
+
+- ``GET /``: ``{"stats": {...}, "connections": [...]}``, each connection with ``id``, ``user``,
+  ``transport``, ``state``, ``since``, ``topics``, ``outbox_messages`` and ``outbox_bytes``;
+- ``POST /connections/<id>/disconnect``: closes that connection, in whichever process holds it;
+- ``POST /users/<id>/disconnect``: closes every connection of that user, in every process.
+
+Requests the check refuses get 403. Disconnections travel through the backplane.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from ..auth import AuthRequest, call_hook
+from ..errors import BackplaneError
+from ..hub import Hub
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Check = Callable[[AuthRequest], "bool | Awaitable[bool]"]
+
+logger = logging.getLogger("liveupdates")
+_encode = msgspec.json.Encoder().encode
+
+
+class AdminEndpoint:
+    """A raw ASGI app for operators, guarded by `check` (your own authorisation)."""
+
+    def __init__(self, hub: Hub, *, check: Check) -> None:
+        self.hub, self.check = hub, check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = AuthRequest.from_scope(scope, transport="admin")
+        try:
+            allowed = await call_hook(self.check, request) is True
+        except Exception:
+            logger.exception("the admin check failed")
+            allowed = False
+        if not allowed:
+            await _respond(send, 403, {"error": "forbidden"})
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: the path still holds the mount point
+            path = path[len(root) :]
+        method, parts = scope["method"], [unquote(p) for p in path.split("/") if p]
+        if method == "GET" and not parts:
+            stats = dataclasses.asdict(self.hub.stats())
+            connections = [dataclasses.asdict(c.info()) for c in self.hub.connections()]
+            await _respond(send, 200, {"stats": stats, "connections": connections})
+            return
+        if len(parts) == 3 and parts[0] in ("connections", "users") and parts[2] == "disconnect":
+            if method != "POST":
+                await _respond(send, 405, {"error": "use POST"})
+                return
+            target = {"connection" if parts[0] == "connections" else "user": parts[1]}
+            try:
+                await self.hub.disconnect(**target, reason="disconnected by an administrator")
+            except BackplaneError as exc:
+                await _respond(send, 503, {"error": str(exc)})
+                return
+            logger.info("admin disconnect", extra=target)
+            await _respond(send, 202, {"disconnecting": target})
+            return
+        await _respond(send, 404, {"error": "not found"})
+
+
+async def _respond(send: Send, status: int, body: Any) -> None:
+    payload = _encode(body)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

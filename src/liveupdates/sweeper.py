@@ -1,0 +1,58 @@
+"""The sweeper: one task that looks at every connection, instead of timers per connection.
+
+Each pass (at most every second) it closes slow consumers (`4503`), dead peers (`4504`) and
+connections whose credential expired (`4440`), warns those whose credential expires soon
+(`expiring`), and pings idle ones so that clients hear from the server every `heartbeat`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import anyio
+
+from .connection import Connection, ConnectionState
+from .errors import CloseCode
+from .limits import Limits
+from .outbox import Message
+from .protocol import Expiring, ServerPing, encode_message
+
+_PING = Message(encode_message(ServerPing()))
+
+
+def sweep_period(limits: Limits) -> float:
+    return min(limits.heartbeat_interval / 2, limits.send_timeout / 2, 1.0)
+
+
+def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: float) -> None:
+    """One pass over `conns` at monotonic time `now` and wall-clock time `wall`."""
+    idle = limits.heartbeat_interval / 2
+    for conn in conns:
+        if conn.state is not ConnectionState.OPEN:
+            continue
+        expires_at = conn.principal.expires_at
+        if conn.sending_since and now - conn.sending_since > limits.send_timeout:
+            conn.close(CloseCode.SLOW_CONSUMER, "the client does not read")
+        elif now - conn.last_received > limits.heartbeat_timeout:
+            conn.close(CloseCode.HEARTBEAT_TIMEOUT, "no traffic from the client")
+        elif expires_at is not None and wall >= expires_at:
+            conn.close(CloseCode.TOKEN_EXPIRED, "the credential expired")
+        else:
+            if (
+                expires_at is not None
+                and not conn.warned
+                and expires_at - wall <= limits.expiry_warning
+            ):
+                conn.warned = True
+                conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
+            if now - conn.last_sent >= idle:
+                conn.push(_PING)
+
+
+async def sweep(conns: dict[str, Connection], limits: Limits, clock: Callable[[], float]) -> None:
+    """Sweep `conns` (the hub's live registry) forever."""
+    period = sweep_period(limits)
+    while True:
+        await anyio.sleep(period)
+        sweep_once(list(conns.values()), limits, clock(), time.time())
