@@ -90,13 +90,14 @@ test('4401 stops reconnecting and reports unauthorized; reconnect() starts again
   t.client.close()
 })
 
-test('a normal close (1000) by the server stops too', () => {
+test('a normal close (1000) from the other end reconnects: only close() stops', () => {
   const t = setup()
   connected(t).drop(1000)
-  assert.equal(t.client.status, 'closed')
-  assert.equal(t.client.error.code, 1000)
-  assert.equal(t.clock.pending(), 0)
+  assert.equal(t.client.status, 'reconnecting')
+  t.clock.advance(1000)
+  assert.equal(t.WebSocket.sockets.length, 2)
   t.client.close()
+  assert.equal(t.clock.pending(), 0)
 })
 
 test('every other close code reconnects', () => {

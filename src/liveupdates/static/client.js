@@ -8,7 +8,7 @@ import { dispatch, since } from './positions.js'
 import { openEventSource, openWebSocket } from './transports.js'
 
 // Close codes after which the client stops instead of reconnecting.
-const STOPS = { 1000: 'normal', 4401: 'unauthorized' }
+const STOPS = { 4401: 'unauthorized' } // every other close: reconnect
 
 const DEFAULTS = {
   base: 1000, // backoff: the first retry waits up to `base` ms
@@ -117,7 +117,7 @@ export function createClient(options) {
   }
 
   // The connection is gone: reconnect after a backoff (or within the server's `goodbye`
-  // window), or stop for good on 4401 and 1000.
+  // window), or stop for good on 4401.
   function lost(code) {
     const c = conn
     detach()
