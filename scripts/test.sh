@@ -28,6 +28,8 @@ echo "==> installing Python packages"
 if [ -f package.json ]; then
   echo "==> installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error
+  echo "==> building the dashboard's front end"
+  node examples/jobs_dashboard/build.mjs
 fi
 
 echo "==> ruff"

@@ -1,0 +1,75 @@
+"""What the dashboard publishes, and to whom. Every function takes the open transaction, so the
+events leave only once the database change they describe is committed.
+
+Query keys (TanStack Query's, matched by prefix):
+
+- ``["jobs"]``: the job list; ``["jobs", id]`` one job; ``["jobs", id, "history"]`` its
+  progress history; ``["jobs", id, "progress"]`` its latest progress, written by `Set` events.
+- ``["stats"]``: the stats cards.
+
+A job's events go to its owner's personal stream (all their tabs and devices) and to the
+``admin`` topic, which only admins may join.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from liveupdates import Event, Invalidate, Set, Target, ThrottleRule, Topic, Transaction, User
+
+from .auth import ADMIN_TOPIC
+from .db import Job
+
+ADMINS = Topic(ADMIN_TOPIC)
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """The payload of ``Set(["jobs", id, "progress"], ...)``. `rev` orders it against the list."""
+
+    done: int
+    total: int
+    message: str
+    rev: int
+
+
+class JobFinished(Event, tag="job.finished"):
+    """A job completed or failed: the owner's tabs show a toast."""
+
+    id: int
+    name: str
+    status: str
+    error: str | None
+
+
+def throttle_rules(window: float) -> list[ThrottleRule]:
+    """Progress of a job, and any one set of invalidated keys, at most about twice a window.
+
+    The first event of a window goes out at once, the newest held one when the window ends:
+    the final state always arrives. A burst of job changes costs one refetch per window.
+    """
+    return [ThrottleRule(window, type="set"), ThrottleRule(window, type="invalidate")]
+
+
+def audience(owner: str) -> list[Target]:
+    return [User(owner), ADMINS]
+
+
+def jobs_changed(tx: Transaction, jobs: Iterable[Job]) -> None:
+    """Jobs were created, started, finished, cancelled or retried."""
+    jobs = list(jobs)
+    for owner in dict.fromkeys(job.owner for job in jobs):
+        tx.publish(Invalidate([["jobs"], ["stats"]]), to=audience(owner))
+    for job in jobs:
+        if job.status in ("completed", "failed"):
+            tx.publish(JobFinished(job.id, job.name, job.status, job.error), to=User(job.owner))
+
+
+def job_progressed(tx: Transaction, job: Job) -> None:
+    """One more item of a running job: the new progress, its history, the items count."""
+    to = audience(job.owner)
+    progress = Progress(job.done, job.total, job.message, job.rev)
+    tx.publish(Set(["jobs", job.id, "progress"], progress), to=to)
+    tx.publish(Invalidate(["jobs", job.id, "history"]), to=to)
+    tx.publish(Invalidate(["stats"]), to=to)

@@ -1,0 +1,186 @@
+"""The dashboard in headless Chromium, against the app under uvicorn: live jobs in several tabs,
+isolation between users, cancel and retry, failures, and hundreds of jobs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import BrowserContext, Request, WebSocket, expect
+
+from .helpers import Dashboard, not_reloaded, open_dashboard, row, screenshot, start_job, stat
+
+pytestmark = pytest.mark.browser
+
+SignIn = Callable[[str, str], BrowserContext]
+
+
+def test_two_tabs_follow_a_job_live_and_another_user_never_sees_it(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    alice = sign_in(dashboard.url, "alice")
+    tab1, tab2 = open_dashboard(alice), open_dashboard(alice)  # one shared connection
+    bob = sign_in(dashboard.url, "bob").new_page()
+    frames: list[str | bytes] = []
+
+    def record(frame: str | bytes) -> None:
+        frames.append(frame)
+
+    def listen(websocket: WebSocket) -> None:
+        websocket.on("framereceived", record)
+
+    bob.on("websocket", listen)  # every frame bob's page receives
+    bob.goto("/")
+    expect(bob.locator("#live-status")).to_have_attribute("data-state", "live")
+    bob.evaluate("""new MutationObserver(() => {
+        if (document.querySelector('.job')) window.sawJob = true
+    }).observe(document.body, {childList: true, subtree: true})""")
+    admin = open_dashboard(sign_in(dashboard.url, "admin"))
+    expect(stat(tab2, "total")).to_have_text("0")
+
+    start_job(tab1, "Quarterly numbers", items=40)
+    for tab in (tab1, tab2):
+        partway = re.compile(r"^([1-9]|[1-3][0-9])/40$")
+        expect(row(tab, "Quarterly numbers").locator(".count")).to_have_text(partway)
+        expect(stat(tab, "running")).to_have_text("1")
+    screenshot(tab2, "progress")
+    for tab in (tab1, tab2):
+        job = row(tab, "Quarterly numbers")
+        expect(job).to_have_attribute("data-status", "completed")
+        expect(job.locator(".count")).to_have_text("40/40")
+        expect(stat(tab, "completed")).to_have_text("1")
+        expect(stat(tab, "items")).to_have_text("40")
+        expect(tab.locator(".toast.completed")).to_contain_text("Quarterly numbers completed")
+        assert not_reloaded(tab)
+
+    expect(row(admin, "Quarterly numbers").locator(".owner")).to_have_text("alice")
+    expect(row(admin, "Quarterly numbers")).to_have_attribute("data-status", "completed")
+    expect(stat(admin, "connections")).to_have_text("3")  # alice's two tabs share one
+    screenshot(admin, "admin")
+
+    expect(stat(bob, "total")).to_have_text("0")
+    expect(bob.locator(".job")).to_have_count(0)
+    assert bob.evaluate("window.sawJob === undefined")
+    assert frames and not any("Quarterly" in str(f) or "user:alice" in str(f) for f in frames)
+
+
+def test_cancel_and_retry_in_one_tab_show_in_the_other(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    alice = sign_in(dashboard.url, "alice")
+    tab1, tab2 = open_dashboard(alice), open_dashboard(alice)
+    start_job(tab1, "Long export", items=1000)
+    expect(row(tab2, "Long export")).to_have_attribute("data-status", "running")
+
+    row(tab1, "Long export").get_by_role("button", name="Cancel").click()
+    expect(row(tab2, "Long export")).to_have_attribute("data-status", "cancelled")
+    expect(stat(tab2, "cancelled")).to_have_text("1")
+    expect(stat(tab2, "running")).to_have_text("0")
+
+    row(tab1, "Long export").get_by_role("button", name="Retry").click()
+    expect(row(tab2, "Long export")).to_have_attribute("data-status", "running")
+    expect(stat(tab2, "cancelled")).to_have_text("0")
+    expect(stat(tab2, "running")).to_have_text("1")
+
+    row(tab2, "Long export").get_by_role("button", name="Cancel").click()  # and the other way
+    expect(row(tab1, "Long export")).to_have_attribute("data-status", "cancelled")
+    assert not_reloaded(tab1) and not_reloaded(tab2)
+
+
+def test_a_failed_job_shows_its_error_live_history_and_a_failure_toast(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    start_job(page, "Flaky import", items=60, fail=True)  # fails on item 30
+    row(page, "Flaky import").locator(".name").click()  # the job page, while it runs
+
+    job = page.locator(".job-page")
+    expect(job.locator(".count")).to_have_text(re.compile(r"^([1-9]|[12][0-9])/60$"))
+    expect(job).to_have_attribute("data-status", "failed")
+    expect(job.locator(".message")).to_have_text("item 30: failed on purpose")
+    expect(page.locator(".history tbody tr")).to_have_count(32)  # queued, started, 29, failed
+    expect(page.locator(".history tbody tr").first).to_contain_text("failed: item 30")
+    expect(page.get_by_role("alert")).to_contain_text("Flaky import failed: item 30: failed on")
+    screenshot(page, "job")
+
+    page.get_by_role("link", name="← All jobs").click()
+    expect(row(page, "Flaky import").locator(".message")).to_have_text("item 30: failed on purpose")
+    expect(stat(page, "failed")).to_have_text("1")
+    screenshot(page, "failed")
+    assert not_reloaded(page)
+
+
+def test_finished_jobs_leave_the_active_list_after_the_configured_time(
+    start_dashboard: Callable[..., Dashboard], sign_in: SignIn
+) -> None:
+    dashboard = start_dashboard(finished_ttl=1.0)
+    page = open_dashboard(sign_in(dashboard.url, "bob"))
+    start_job(page, "Quick one", items=2)
+    expect(row(page, "Quick one")).to_have_attribute("data-status", "completed")
+    expect(row(page, "Quick one")).to_have_count(0)  # gone from "Active"
+    page.locator(".filters").get_by_role("button", name="Completed").click()
+    expect(row(page, "Quick one")).to_have_count(1)
+
+
+def test_hundreds_of_jobs_cost_few_refetches(
+    start_dashboard: Callable[..., Dashboard], sign_in: SignIn
+) -> None:
+    dashboard = start_dashboard(concurrency=10, step_seconds=0.02)
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    fetches: list[str] = []
+
+    def count(request: Request) -> None:
+        if request.url.endswith("/api/jobs"):
+            fetches.append(request.method)
+
+    page.on("request", count)
+    form = page.get_by_role("form", name="New job")
+    form.get_by_label("Items").fill("3")
+    form.get_by_label("How many").select_option("100")
+    form.get_by_role("button", name="Start").click()
+    form.get_by_role("button", name="Start").click()
+    expect(stat(page, "completed")).to_have_text("200", timeout=30_000)
+    expect(page.locator(".job")).to_have_count(200)
+    expect(page.locator(".job[data-status=completed] .count", has_text="3/3")).to_have_count(200)
+    screenshot(page, "many")
+    # 200 jobs changed state 600 times: coalesced into a few list refetches.
+    assert fetches.count("GET") < 60, len(fetches)
+
+
+def test_signing_in_and_out_through_the_page(
+    dashboard: Dashboard, new_context: Callable[[str], BrowserContext]
+) -> None:
+    page = new_context(dashboard.url).new_page()
+    page.goto("/")
+    expect(page.get_by_role("table", name="Demo accounts")).to_contain_text("admin")
+    page.get_by_label("User").fill("alice")
+    page.get_by_label("Password").fill("bob")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".login .error")).to_have_text("wrong user name or password")
+    page.get_by_label("Password").fill("alice")
+    screenshot(page, "login")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    expect(page.locator(".who")).to_have_text("alice")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.context.request.get("/api/jobs").status == 401
+
+
+def test_without_websocket_and_sse_the_page_falls_back_to_polling(
+    start_dashboard: Callable[..., Dashboard], sign_in: SignIn
+) -> None:
+    dashboard = start_dashboard(polling_after=0.5, polling_fallback=0.5)
+    context = sign_in(dashboard.url, "alice")
+    context.route_web_socket(re.compile(r"/live$"), lambda ws: ws.close())  # a proxy that
+    context.route(re.compile(r"/live/sse"), lambda route: route.abort())  # blocks both
+    page = context.new_page()
+    page.goto("/")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "polling")
+    expect(page.locator(".banner")).to_contain_text("refreshing every 0.5 s")
+
+    context.request.post("/api/jobs", data={"name": "Polled", "items": 5})
+    expect(row(page, "Polled")).to_have_attribute("data-status", "completed")
+    expect(stat(page, "completed")).to_have_text("1")
+    screenshot(page, "polling")
