@@ -8,6 +8,7 @@
 # Settings: PORT, and the JOBS_* variables of examples/jobs_dashboard/settings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/setup.sh
 
 missing=()
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -17,20 +18,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${1:-}" = "--prepare" ] && [ -n "${WITH_REDIS:-}" ]; then
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-if [ ! -x .venv/bin/python ]; then
-  echo "==> creating .venv"
-  python3 -m venv .venv
-fi
-echo "==> installing Python packages"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[examples,redis]'
+apt_install_missing ${missing[@]+"${missing[@]}"}
+python_env examples,redis
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "==> installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error

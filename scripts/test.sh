@@ -4,26 +4,15 @@
 # --strict, the docs build, the JavaScript tests and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/setup.sh
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-if [ ! -x .venv/bin/python ]; then
-  echo "==> creating .venv"
-  python3 -m venv .venv
-fi
-echo "==> installing Python packages"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+apt_install_missing ${missing[@]+"${missing[@]}"}
+python_env dev
 
 if [ -f package.json ]; then
   echo "==> installing npm packages"
