@@ -245,10 +245,10 @@ class Hub:
         # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
         # as an outbox is half full: events of a burst leave together (one frame per client),
         # nobody waits long for the loop, and a client that keeps up never overflows.
-        now = time.perf_counter()
-        if self._filling or now - self._last_yield > YIELD_BUDGET:
-            self._last_yield, self._filling = now, False
+        if self._filling or time.perf_counter() - self._last_yield > YIELD_BUDGET:
+            self._filling = False
             await anyio.lowlevel.cancel_shielded_checkpoint()
+            self._last_yield = time.perf_counter()  # the budget counts the publisher's own time
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
