@@ -10,23 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext
 from starlette.applications import Starlette
 
 from examples.jobs_dashboard.app import create_app
 from examples.jobs_dashboard.settings import Settings
 
 from .helpers import ROOT, Dashboard, fast_settings
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 # -- the app in-process (API tests) ---------------------------------------------------------
 
@@ -54,23 +44,6 @@ def frontend() -> None:
     if node is None:
         pytest.skip("node is not installed")
     subprocess.run([node, str(ROOT / "examples" / "jobs_dashboard" / "build.mjs")], check=True)
-
-
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found")
-    with sync_playwright() as playwright:
-        yield playwright
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
-    yield browser
-    browser.close()
 
 
 @pytest.fixture

@@ -140,11 +140,29 @@ test("an 'offline' event pauses a pending retry", () => {
   t.client.close()
 })
 
-test("an 'offline' event keeps a connection that still works", () => {
+test("an 'offline' event keeps a connection that still answers (localhost, intranet)", () => {
   const t = setup()
-  connected(t)
+  const ws = connected(t)
   t.env.fire('offline')
+  assert.deepEqual(ws.sent.at(-1), { type: 'ping' })
+  t.clock.advance(2900)
+  ws.receive({ type: 'pong' })
+  t.clock.advance(10_000)
   assert.equal(t.client.status, 'connected')
+  t.client.close()
+})
+
+test("an 'offline' event drops, within the probe time, a connection that no longer answers", () => {
+  const t = setup()
+  const ws = connected(t)
+  t.env.isOnline = false
+  t.env.fire('offline')
+  t.clock.advance(3001) // not the ~51 s of the heartbeat watchdog
+  assert.equal(t.client.status, 'offline')
+  assert.equal(ws.closeCode, 1000)
+  t.env.isOnline = true
+  t.env.fire('online')
+  assert.equal(t.WebSocket.sockets.length, 2)
   t.client.close()
 })
 

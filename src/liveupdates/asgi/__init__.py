@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
-from .websocket import WebSocketEndpoint
+from .admin import AdminEndpoint as AdminEndpoint
+from .sse import SSEEndpoint as SSEEndpoint
+from .static import client_files as client_files
+from .websocket import WebSocketEndpoint as WebSocketEndpoint
 
-__all__ = ("WebSocketEndpoint",)
+__all__ = ("AdminEndpoint", "SSEEndpoint", "WebSocketEndpoint", "client_files")

@@ -44,7 +44,7 @@ export interface Subscribed extends Position {
   stream: string
   outcome: 'fresh' | 'recovered' | 'resync'
   reason: string | null
-  id?: number
+  id: number | null
 }
 
 /** A `resync` message, or a `subscribed` whose outcome is resync: refetch what the stream covers. */
@@ -57,15 +57,15 @@ export interface Resync extends Position {
 export interface Unsubscribed {
   type: 'unsubscribed'
   stream: string
-  id?: number
+  id: number | null
 }
 
 export interface ServerError {
   type: 'error'
   code: string
   message: string
-  topic?: string
-  id?: number
+  topic: string | null
+  id: number | null
 }
 
 export interface ServerMessage {
@@ -134,6 +134,8 @@ export interface ClientOptions {
   margin?: number
   /** Watchdog: dead without a welcome after this many ms (20000). */
   connectTimeout?: number
+  /** After an `offline` event, ms for an open connection to answer a ping before it is dropped. */
+  probe?: number
   /** Use SSE after this many WebSocket failures before any welcome (3). */
   sseAfter?: number
   WebSocket?: (new (url: string, protocols?: string | string[]) => WebSocketLike) | null

@@ -15,6 +15,7 @@ const DEFAULTS = {
   cap: 30000, // backoff: no retry waits more than `cap` ms
   margin: 1000, // watchdog: dead after 2 * heartbeat + margin ms of silence
   connectTimeout: 20000, // watchdog: dead without a `welcome` after this many ms
+  probe: 3000, // after an `offline` event, dead without an answer to a ping after this many ms
   sseAfter: 3, // fall back to SSE after this many WebSocket failures before any `welcome`
   random: Math.random,
 }
@@ -244,7 +245,15 @@ export function createClient(options) {
 
   function wake(type) {
     alive()
-    if (conn) return
+    if (conn) {
+      // Browsers may hold an open WebSocket (and its frames) while offline, yet a localhost or
+      // intranet server may still be reachable: ask, and give the answer `probe` ms.
+      if (type === 'offline' && conn.ready && !conn.sse) {
+        send({ type: 'ping' })
+        watch(o.probe)
+      }
+      return
+    }
     const waiting = 'retry' in timers || status === 'offline'
     if (type === 'offline') {
       if ('retry' in timers) {
