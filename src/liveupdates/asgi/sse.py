@@ -187,22 +187,15 @@ class SSEEndpoint:
             topics, since = _parse_request(scope, hub.limits.max_frame_bytes)
         except _BadRequest as exc:
             return exc.code, str(exc)
-        request = AuthRequest.from_scope(scope, transport="sse")
         try:
-            principal = await hub.authenticate(request)
+            conn = await hub.admit(AuthRequest.from_scope(scope, transport="sse"))
         except Unauthorized as exc:
-            logger.info(
-                "connection refused: %s",
-                exc,
-                extra={"transport": "sse", "token_source": request.token_source},
-            )
             return CloseCode.UNAUTHORIZED, str(exc)
-        try:
-            conn = hub.connect(principal, "sse")
         except HubClosed:
             goodbye = _control(Goodbye(int(hub.limits.goodbye_retry * 1000))).frame
             await _body(send, sse_event(goodbye))
             return CloseCode.GOING_AWAY, "server shutting down"
+        principal = conn.principal
         own = {"all", *("topic:" + t for t in topics)}
         if principal.user is not None:
             own.add("user:" + principal.user)
@@ -222,9 +215,6 @@ class SSEEndpoint:
             # dead-peer check wants (a dead peer shows as a failed write or `http.disconnect`).
             conn.last_received = hub.clock()
 
-        logger.info(
-            "connection opened", extra={"conn": conn.id, "user": conn.user, "transport": "sse"}
-        )
         try:
             with conn.scope:
                 await hub.open(conn, Hello(topics=topics, since=since))

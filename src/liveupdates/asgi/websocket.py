@@ -102,18 +102,10 @@ class WebSocketEndpoint:
             return exc.close_code, str(exc)
         if not isinstance(hello, Hello):
             return CloseCode.BAD_REQUEST, "the first frame must be hello"
-        request = AuthRequest.from_scope(scope, token=hello.token)
         try:
-            principal = await hub.authenticate(request)
+            conn = await hub.admit(AuthRequest.from_scope(scope, token=hello.token))
         except Unauthorized as exc:
-            logger.info(
-                "connection refused: %s",
-                exc,
-                extra={"transport": "websocket", "token_source": request.token_source},
-            )
             return CloseCode.UNAUTHORIZED, str(exc)
-        try:
-            conn = hub.connect(principal, "websocket")
         except HubClosed:
             return CloseCode.GOING_AWAY, "server shutting down"
         peer_gone = False
@@ -127,10 +119,6 @@ class WebSocketEndpoint:
                 conn.scope.cancel()
                 raise _PeerGone from None
 
-        logger.info(
-            "connection opened",
-            extra={"conn": conn.id, "user": conn.user, "transport": "websocket"},
-        )
         try:
             with conn.scope:
                 await hub.open(conn, hello)
