@@ -1,8 +1,9 @@
 """The load generator: N WebSocket clients in a process of its own, on loopback.
 
-Driven by `benchmarks/delivery.py`: it connects N clients, prints ``ready``, waits for ``go`` on
-stdin, runs the scenarios (burst, fixed rate, flood) by asking the server to publish, and
-prints one JSON line of results.
+Driven by `benchmarks/delivery.py`: it connects N clients, spread round-robin over the servers
+given with ``--base`` (one or more processes), prints ``ready``, waits for ``go`` on stdin,
+runs the scenarios (burst, fixed rate, flood) by asking the first server to publish, and prints
+one JSON line of results.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def scenario(
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base", required=True)
+    parser.add_argument("--base", action="append", required=True, help="repeat: one per process")
     parser.add_argument("--protocol", choices=["liveupdates", "naive"], required=True)
     parser.add_argument("-n", type=int, required=True)
     parser.add_argument("--burst", type=int, default=100)
@@ -116,11 +117,14 @@ async def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    url = args.base.replace("http://", "ws://") + "/live"
+    urls = [base.replace("http://", "ws://") + "/live" for base in args.base]
     clients: list[Client] = []
     for start in range(0, args.n, 200):  # connect in waves: the listen backlog is finite
         wave = await asyncio.gather(
-            *(open_client(url, args.protocol) for _ in range(min(200, args.n - start)))
+            *(
+                open_client(urls[i % len(urls)], args.protocol)
+                for i in range(start, min(start + 200, args.n))
+            )
         )
         clients.extend(wave)
     readers = [asyncio.create_task(read(c, args.protocol)) for c in clients]
@@ -128,7 +132,7 @@ async def main() -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=args.base) as http:
+    async with httpx.AsyncClient(base_url=args.base[0]) as http:
         results["burst"] = await scenario(clients, http, args.burst, 0, "tick")
         results["rate"] = await scenario(
             clients, http, int(args.rate * args.rate_seconds), args.rate, "tick"

@@ -1,6 +1,8 @@
 """The servers the delivery benchmark compares, as ASGI apps (run each under uvicorn).
 
-- ``liveupdates_app``: liveupdates with the in-memory backplane (or ``LIVEUPDATES_BACKPLANE``).
+- ``liveupdates_app``: liveupdates with the in-memory backplane (or ``LIVEUPDATES_BACKPLANE``),
+  ``Limits.flush_interval`` from ``BENCH_FLUSH_INTERVAL`` (seconds, default 0) and a throttle
+  window on invalidations of ``BENCH_WINDOW`` (default 0.1 s).
 - ``naive_app``: the tutorial ConnectionManager: a list of sockets and a send loop.
 
 Both expose ``POST /publish?count=K&rate=R&kind=tick|flood`` (rate 0: as fast as possible) and
@@ -50,7 +52,13 @@ async def paced(count: int, rate: float, send: Any) -> None:
 
 hub = Hub(
     os.environ.get("LIVEUPDATES_BACKPLANE", "memory://"),
-    limits=Limits(rate=1000, burst=1000, outbox_max_messages=100_000, outbox_max_bytes=64 << 20),
+    limits=Limits(
+        rate=1000,
+        burst=1000,
+        outbox_max_messages=100_000,
+        outbox_max_bytes=64 << 20,
+        flush_interval=float(os.environ.get("BENCH_FLUSH_INTERVAL", "0")),
+    ),
     throttle=[ThrottleRule(float(os.environ.get("BENCH_WINDOW", "0.1")), type="invalidate")],
 )
 

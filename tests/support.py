@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -31,14 +31,21 @@ def token_auth(request: AuthRequest) -> Principal | None:
     return Principal(user=request.token)
 
 
+class Served(Protocol):
+    """A server on loopback: `UvicornThread`, or an `AppProcess` of tests/processes.py."""
+
+    @property
+    def http_url(self) -> str: ...
+
+
 class UvicornThread:
     """uvicorn serving `app` on 127.0.0.1 (a free port) in a thread with its own event loop."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))  # a fixed port: a restart where clients wait
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
@@ -139,7 +146,7 @@ class Client:
 
 @asynccontextmanager
 async def ws_client(
-    server: UvicornThread,
+    server: Served,
     path: str = "/live",
     *,
     headers: dict[str, str] | None = None,

@@ -417,6 +417,25 @@ class Hub:
             raise TypeError("the authentication hook must return a Principal or None")
         return principal
 
+    async def admit(self, request: AuthRequest) -> Connection:
+        """Authenticate a connection attempt and register it (for transports).
+
+        Raises `Unauthorized` (logged with where the token came from, never the token) or
+        `HubClosed` when the hub does not accept connections (it is draining).
+        """
+        try:
+            principal = await self.authenticate(request)
+        except Unauthorized as exc:
+            extra = {"transport": request.transport, "token_source": request.token_source}
+            logger.info("connection refused: %s", exc, extra=extra)
+            raise
+        conn = self.connect(principal, request.transport)
+        logger.info(
+            "connection opened",
+            extra={"conn": conn.id, "user": conn.user, "transport": conn.transport},
+        )
+        return conn
+
     def connect(self, principal: Principal, transport: str) -> Connection:
         """Register a new connection for `principal` (not yet on any stream)."""
         if not self._accepting:
@@ -485,14 +504,17 @@ class Hub:
     async def _join(
         self, conn: Connection, stream: str, since: Position | None, id: int | None
     ) -> None:
-        state = self._streams.get(stream)
-        if state is None:
-            state = self._streams[stream] = _Stream()
-            await self.backplane.listen(stream)
-        elif state.head is None:
-            # The join that created the stream may still be in `listen`: reading history before
-            # live delivery starts would miss what is published in between. Wait for it too.
-            await self.backplane.listen(stream)
+        while True:
+            state = self._streams.get(stream)
+            if state is None:
+                state = self._streams[stream] = _Stream()
+                await self.backplane.listen(stream)
+            elif state.head is None:
+                # The join that created the stream may still be in `listen`: reading history
+                # before live delivery starts would miss what is published in between.
+                await self.backplane.listen(stream)
+            if self._streams.get(stream) is state:
+                break  # (else every other join left meanwhile and the stream was dropped)
         conn.hold(stream)
         state.conns[conn] = None
         conn.streams.add(stream)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
+from redis_server import RedisServer
 
 from liveupdates.backplanes import backplane_from_url
 from liveupdates.backplanes.redis import RedisBackplane
@@ -19,14 +19,6 @@ from liveupdates.testing import RecordingReceiver
 STREAM = "topic:jobs"
 
 
-class Server(Protocol):
-    """What these tests use of conftest's `RedisServer`."""
-
-    url: str
-
-    def command(self, *args: Any) -> Any: ...
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis.asyncio
@@ -34,7 +26,7 @@ def anyio_backend() -> str:
 
 @asynccontextmanager
 async def started(
-    server: Server, prefix: str, options: str = ""
+    server: RedisServer, prefix: str, options: str = ""
 ) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
     backplane = RedisBackplane.from_url(f"{server.url}?prefix={prefix}{options}")
     receiver = RecordingReceiver()
@@ -74,7 +66,7 @@ def test_from_url_rejects_bad_options(query: str, error: str) -> None:
 
 @pytest.mark.redis
 @pytest.mark.anyio
-async def test_key_layout(redis_server: Server, redis_prefix: str) -> None:
+async def test_key_layout(redis_server: RedisServer, redis_prefix: str) -> None:
     async with started(redis_server, redis_prefix, "&history_ttl=30") as (backplane, _):
         pub = await backplane.publish(STREAM, b'{"type":"x"}', "inv")
     names = backplane.names(STREAM)
@@ -94,7 +86,7 @@ async def test_key_layout(redis_server: Server, redis_prefix: str) -> None:
 @pytest.mark.redis
 @pytest.mark.anyio
 async def test_history_is_trimmed_approximately_and_replayed_exactly(
-    redis_server: Server, redis_prefix: str
+    redis_server: RedisServer, redis_prefix: str
 ) -> None:
     async with started(redis_server, redis_prefix, "&history_size=10") as (backplane, _):
         published = [await backplane.publish(STREAM, b"{}") for _ in range(500)]
@@ -106,7 +98,7 @@ async def test_history_is_trimmed_approximately_and_replayed_exactly(
 
 @pytest.mark.redis
 @pytest.mark.anyio
-async def test_evicted_keys(redis_server: Server, redis_prefix: str) -> None:
+async def test_evicted_keys(redis_server: RedisServer, redis_prefix: str) -> None:
     async with started(redis_server, redis_prefix) as (backplane, _):
         names = backplane.names(STREAM)
         old = [await backplane.publish(STREAM, b"{}") for _ in range(3)]
@@ -121,7 +113,9 @@ async def test_evicted_keys(redis_server: Server, redis_prefix: str) -> None:
 
 @pytest.mark.redis
 @pytest.mark.anyio
-async def test_given_client_with_decoded_responses(redis_server: Server, redis_prefix: str) -> None:
+async def test_given_client_with_decoded_responses(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     backplane = RedisBackplane(client, prefix=redis_prefix)
     receiver = RecordingReceiver()
@@ -142,7 +136,7 @@ async def test_given_client_with_decoded_responses(redis_server: Server, redis_p
 @pytest.mark.redis
 @pytest.mark.anyio
 async def test_foreign_messages_on_a_channel_are_dropped(
-    redis_server: Server, redis_prefix: str, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with started(redis_server, redis_prefix) as (backplane, receiver):
         await backplane.listen(STREAM)
@@ -161,3 +155,25 @@ async def test_refuses_to_start_on_trio() -> None:
     backplane = RedisBackplane.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(RuntimeError, match="asyncio"):
         await backplane.start(RecordingReceiver())
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_more_concurrent_commands_than_connections_wait_for_one(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """A burst of handshakes (one replay each) must not look like Redis being down."""
+    async with started(redis_server, redis_prefix, "&max_connections=4") as (backplane, receiver):
+        await backplane.listen(STREAM)
+        pub = await backplane.publish(STREAM, b"{}")
+        replays = []
+
+        async def replay() -> None:
+            replays.append(await backplane.replay(STREAM, Position(pub.epoch, 0)))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(200):
+                    tg.start_soon(replay)
+        assert all(r.publications == [pub] for r in replays) and len(replays) == 200
+        assert (backplane.reconnects, receiver.resets) == (0, 0)

@@ -1,18 +1,19 @@
 """The Redis backplane when redis-server dies, restarts, pauses or drops the connection.
 
-Each test runs its own redis-server (`own_redis_server`), and a backplane with short timings:
-PING every 0.1 s, commands bounded by 0.5 s, reconnection attempts at most 0.2 s apart.
+Each test runs its own redis-server (`own_redis_server`, see tests/redis_server.py), and a
+backplane with short timings: PING every 0.1 s, commands bounded by 0.5 s, reconnection
+attempts at most 0.2 s apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 import pytest
+from redis_server import RedisServer
 
 from liveupdates.backplanes.redis import RedisBackplane
 from liveupdates.errors import BackplaneUnavailable, HubClosed
@@ -26,26 +27,13 @@ TIMINGS = "health_check_interval=0.1&timeout=0.5&max_reconnect_delay=0.2"
 PROMPT = 2.0  # seconds within which a failing publish must raise (timeout is 0.5 s)
 
 
-class Server(Protocol):
-    """What these tests use of conftest's `RedisServer`."""
-
-    url: str
-
-    def kill(self) -> None: ...
-    def start(self) -> None: ...
-    def restart(self) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def command(self, *args: Any) -> Any: ...
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis.asyncio
 
 
 @asynccontextmanager
-async def started(server: Server) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
+async def started(server: RedisServer) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
     backplane = RedisBackplane.from_url(f"{server.url}?{TIMINGS}")
     receiver = RecordingReceiver()
     await backplane.start(receiver)
@@ -73,7 +61,7 @@ async def publish_fails_promptly(backplane: RedisBackplane) -> None:
         await backplane.publish(STREAM, b"{}")
 
 
-async def test_kill_during_publishes_then_restart(own_redis_server: Server) -> None:
+async def test_kill_during_publishes_then_restart(own_redis_server: RedisServer) -> None:
     async with started(own_redis_server) as (backplane, receiver):
         outcomes: list[Publication | BackplaneUnavailable] = []
         killed = anyio.Event()
@@ -93,7 +81,7 @@ async def test_kill_during_publishes_then_restart(own_redis_server: Server) -> N
             tg.start_soon(publisher)
             with anyio.fail_after(10):
                 await receiver.wait_for(lambda: len(receiver.of(STREAM)) >= 20)
-            own_redis_server.kill()
+            own_redis_server.kill9()
             killed.set()
 
         published = [item for item in outcomes if isinstance(item, Publication)]
@@ -121,7 +109,7 @@ async def test_kill_during_publishes_then_restart(own_redis_server: Server) -> N
         assert backplane.reconnects == 1
 
 
-async def test_pause_is_noticed_and_resume_recovers(own_redis_server: Server) -> None:
+async def test_pause_is_noticed_and_resume_recovers(own_redis_server: RedisServer) -> None:
     async with started(own_redis_server) as (backplane, receiver):
         before = await backplane.publish(STREAM, b"{}")
         own_redis_server.pause()
@@ -145,7 +133,9 @@ async def test_pause_is_noticed_and_resume_recovers(own_redis_server: Server) ->
         assert receiver.resets == 1
 
 
-async def test_restart_from_an_older_snapshot_changes_the_epoch(own_redis_server: Server) -> None:
+async def test_restart_from_an_older_snapshot_changes_the_epoch(
+    own_redis_server: RedisServer,
+) -> None:
     async with started(own_redis_server) as (backplane, receiver):
         published = [await backplane.publish(STREAM, b"{}") for _ in range(3)]
         own_redis_server.command("SAVE")  # the snapshot holds offset 3
@@ -161,7 +151,9 @@ async def test_restart_from_an_older_snapshot_changes_the_epoch(own_redis_server
             assert not (await backplane.replay(STREAM, cursor)).complete
 
 
-async def test_killed_pubsub_connection_reconnects_and_resets(own_redis_server: Server) -> None:
+async def test_killed_pubsub_connection_reconnects_and_resets(
+    own_redis_server: RedisServer,
+) -> None:
     async with started(own_redis_server) as (backplane, receiver):
         first = await backplane.publish(STREAM, b"{}")
         for resets in (1, 2):
@@ -175,7 +167,7 @@ async def test_killed_pubsub_connection_reconnects_and_resets(own_redis_server: 
         assert backplane.reconnects == 2
 
 
-async def test_a_failed_command_is_followed_by_a_reset(own_redis_server: Server) -> None:
+async def test_a_failed_command_is_followed_by_a_reset(own_redis_server: RedisServer) -> None:
     async with started(own_redis_server) as (backplane, receiver):
         first = await backplane.publish(STREAM, b"{}")
         own_redis_server.command("CLIENT", "KILL", "TYPE", "normal")  # not the pub/sub link
@@ -188,10 +180,10 @@ async def test_a_failed_command_is_followed_by_a_reset(own_redis_server: Server)
 
 
 async def test_streams_listened_while_down_are_subscribed_on_reconnect(
-    own_redis_server: Server,
+    own_redis_server: RedisServer,
 ) -> None:
     async with started(own_redis_server) as (backplane, receiver):
-        own_redis_server.kill()
+        own_redis_server.kill9()
         await until(lambda: not backplane.connected)
         with anyio.fail_after(PROMPT):
             await backplane.listen("topic:later")  # does not fail: subscribed on reconnect
@@ -205,8 +197,8 @@ async def test_streams_listened_while_down_are_subscribed_on_reconnect(
         assert receiver.publications == [later]  # the unlistened stream is not delivered
 
 
-async def test_start_fails_promptly_when_redis_is_down(own_redis_server: Server) -> None:
-    own_redis_server.kill()
+async def test_start_fails_promptly_when_redis_is_down(own_redis_server: RedisServer) -> None:
+    own_redis_server.kill9()
     backplane = RedisBackplane.from_url(f"{own_redis_server.url}?{TIMINGS}")
     with anyio.fail_after(PROMPT), pytest.raises(BackplaneUnavailable):
         await backplane.start(RecordingReceiver())

@@ -173,7 +173,9 @@ class RedisBackplane(Backplane):
         Options of the backplane: ``prefix``, ``history_size``, ``history_ttl``,
         ``health_check_interval``, ``timeout`` and ``max_reconnect_delay``. Every other query
         option (``rediss://`` and ``unix://`` too) goes to redis-py's ``from_url``. By default
-        the connect and socket timeouts are `timeout` and commands are not retried.
+        the connect and socket timeouts are `timeout` and commands are not retried. Commands
+        share a blocking pool of ``max_connections`` (default 50) connections: when all are
+        busy, a command waits for one (within `timeout`).
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -191,12 +193,16 @@ class RedisBackplane(Backplane):
         except ValueError as exc:
             raise ValueError(f"invalid redis:// backplane option: {exc}") from None
         timeout = options["timeout"]
-        client = aioredis.Redis.from_url(
+        # A blocking pool: a burst of commands (thousands of handshakes) waits for one of its
+        # `max_connections` (50) instead of failing as if Redis were down.
+        pool = aioredis.BlockingConnectionPool.from_url(
             urlunsplit(parts._replace(query=rest)),
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        client = aioredis.Redis.from_pool(pool)
         probe: Callable[[], object] = client.connection_pool.make_connection
         try:
             probe()  # unknown options fail here rather than when connecting

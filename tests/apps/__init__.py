@@ -1,0 +1,1 @@
+"""ASGI apps that tests run in subprocesses (see tests/processes.py), importable as ``apps.*``."""
