@@ -66,8 +66,7 @@ async def test_every_metric_equals_what_the_scenario_made_happen() -> None:
             await hub.publish(Invalidate(["jobs"]), to=Topic("jobs"))  # alice only
             for n in range(10):  # bob reads none of these
                 await hub.publish(Set(["x", n], n), to=Everyone)
-            alice_events = [m for m in await read_all(alice) if "offset" in m]
-            assert len(alice_events) == 11
+            alice_messages = await read_all(alice)
             live = hub.stats()
             assert live.connections_by_transport == {"websocket": 2}
             assert (live.users, live.subscriptions, live.streams) == (2, 1, 4)
@@ -77,16 +76,18 @@ async def test_every_metric_equals_what_the_scenario_made_happen() -> None:
             frames = alice.frames_received + bob.frames_received
             chars = alice.chars_received + bob.chars_received
     stats = hub.stats()
-    bob_events = [m for m in bob_messages if "offset" in m and m.get("type") == "set"]
-    bob_resyncs = [m for m in bob_messages if m.get("type") == "resync"]
+    received = alice_messages + bob_messages
+    events = [m for m in received if m.get("type") in ("invalidate", "set")]
+    resyncs = [(m["stream"], m["reason"]) for m in received if m.get("type") == "resync"]
     assert stats.publishes == 11
     assert stats.deliveries == 1 + 10 * 2
     assert stats.recoveries_by_outcome == {"fresh": 3 + 2}
     assert stats.auth_failures == 1
-    assert stats.overflows == 1
-    assert stats.resyncs_by_reason == {"overflow": 1}
-    assert [(m["stream"], m["reason"]) for m in bob_resyncs] == [("all", "overflow")]
-    assert len(bob_events) + stats.coalesced == 10  # every delivery arrived, or was merged
+    # bob, with a 4-message outbox and a 1-frame socket buffer, cannot hold 10 events unread
+    assert stats.overflows >= 1
+    assert stats.resyncs_by_reason == {"overflow": stats.overflows} == {"overflow": len(resyncs)}
+    assert set(resyncs) == {("all", "overflow")}
+    assert len(events) + stats.coalesced == 1 + 10 * 2  # every delivery arrived or was merged
     assert stats.closes_by_code == {"disconnected": 1, "client": 1}
     assert stats.frames == frames
     assert stats.bytes_sent == chars
