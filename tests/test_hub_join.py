@@ -83,7 +83,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 def registered(hub: Hub) -> set[str]:
     """The streams that have a connection registered on them."""
-    return {stream for stream, state in hub._streams.items() if state.conns}
+    return {stream for stream, state in hub._routes._streams.items() if state.conns}
 
 
 async def queued(ws: AsgiWebSocket) -> list[dict[str, Any]]:
@@ -152,7 +152,7 @@ async def test_a_join_outliving_the_other_joins_of_a_new_stream_still_gets_live_
                 await until(lambda: backplane.listens == 2 or STREAM in registered(hub))
                 backplane.release(2)
                 await queued(second)  # joined
-            await until(lambda: STREAM not in hub._streams)  # it left: the stream was dropped
+            await until(lambda: STREAM not in hub._routes._streams)  # it left: the stream was dropped
             backplane.release(1)
             backplane.release(3)
             await queued(first)  # its handshake is complete

@@ -27,26 +27,23 @@ from anyio.lowlevel import EventLoopToken
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
 from .connection import Connection, ConnectionState
-from .control import CONTROL_SLOT, Disconnect, Resync, decode_control, encode_control
+from .control import CONTROL_SLOT, Disconnect, Resync, encode_control
 from .errors import BackplaneError, CloseCode, ErrorCode, HubClosed, Unauthorized
 from .events import Event, encode_event, event_slot
 from .limits import Limits
 from .metrics import HubStats, Metrics
-from .outbox import Message, event_message, position_prefix
+from .outbox import control_message
 from .positions import Position, Publication
 from .protocol import (
     PROTOCOL_VERSION,
     Error,
     Goodbye,
     Hello,
-    Outcome,
     Refreshed,
-    ServerMessage,
-    Subscribed,
     Unsubscribed,
     Welcome,
-    encode_message,
 )
+from .streams import Streams
 from .sweeper import sweep
 from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic, streams_of
 from .throttle import Throttle, ThrottleRule
@@ -56,23 +53,7 @@ logger = logging.getLogger("liveupdates")
 YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the writers get a turn
 
 
-class _Stream:
-    """What this process knows of one stream it has local connections on."""
-
-    __slots__ = ("again", "conns", "epoch", "head", "pending", "prefix", "reconciling")
-
-    def __init__(self) -> None:
-        self.conns: dict[Connection, None] = {}
-        self.head: Position | None = None
-        self.pending: list[Publication] | None = None  # held until a gap is reconciled
-        self.reconciling = False  # a reconcile task is running
-        self.again = False  # ...and must run once more when it ends
-        self.epoch = ""
-        self.prefix = ""
-
-
-def _control(message: ServerMessage) -> Message:
-    return Message(encode_message(message))
+_control = control_message  # the transports' name for it
 
 
 class Hub:
@@ -98,7 +79,6 @@ class Hub:
         self._throttle = Throttle(list(throttle), clock)
         self._conns: dict[str, Connection] = {}
         self._users: dict[str, dict[Connection, None]] = {}
-        self._streams: dict[str, _Stream] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
         self._tg: TaskGroup | None = None
@@ -107,10 +87,10 @@ class Hub:
         self._token: EventLoopToken | None = None
         self._thread = 0
         self.metrics = Metrics()
+        self._routes = Streams(self.backplane, self.metrics, self._spawn, self._on_backplane_reset)
         self._accepting = False
         self._unannounced: set[str] = set()  # streams with a failed publish
         self._last_yield = 0.0
-        self._filling = False  # an outbox is half full: let the writers run
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -120,7 +100,7 @@ class Hub:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            await self.backplane.start(self)
+            await self.backplane.start(self._routes)
         except BaseException:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
@@ -209,7 +189,7 @@ class Hub:
     @property
     def reconciling(self) -> int:
         """How many streams are being reconciled after a backplane gap (0 when settled)."""
-        return sum(state.pending is not None for state in self._streams.values())
+        return self._routes.reconciling
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -245,8 +225,8 @@ class Hub:
         # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
         # as an outbox is half full: events of a burst leave together (one frame per client),
         # nobody waits long for the loop, and a client that keeps up never overflows.
-        if self._filling or time.perf_counter() - self._last_yield > YIELD_BUDGET:
-            self._filling = False
+        if self._routes.filling or time.perf_counter() - self._last_yield > YIELD_BUDGET:
+            self._routes.filling = False
             await anyio.lowlevel.cancel_shielded_checkpoint()
             self._last_yield = time.perf_counter()  # the budget counts the publisher's own time
         else:
@@ -255,34 +235,14 @@ class Hub:
     # -- backplane receiver ---------------------------------------------------------------
 
     def deliver(self, publication: Publication) -> None:
-        """Fan a publication out to the local connections of its stream (never waits)."""
-        state = self._streams.get(publication.stream)
-        if state is None:
-            return
-        if state.pending is not None:
-            state.pending.append(publication)
-            return
-        head = state.head
-        if head is not None:
-            if publication.epoch == head.epoch:
-                if publication.offset <= head.offset:
-                    return  # seen already
-                gap = publication.offset > head.offset + 1
-            else:
-                gap = True
-            if gap:
-                state.pending = [publication]
-                self._start_reconcile(publication.stream, state)
-                return
-        self._fan_out(state, publication)
+        """What the backplane calls for each publication (see `Streams.deliver`)."""
+        self._routes.deliver(publication)
 
     def reset(self) -> None:
-        """The backplane reconnected: check every stream for publications this process missed."""
-        self.metrics.backplane_resets += 1
-        for stream, state in self._streams.items():
-            if state.pending is None:
-                state.pending = []
-            self._start_reconcile(stream, state)
+        """What the backplane calls once it reconnected (see `Streams.reset`)."""
+        self._routes.reset()
+
+    def _on_backplane_reset(self) -> None:
         if self._unannounced:
             self._spawn(self._announce_failed_publishes)
 
@@ -295,93 +255,6 @@ class Hub:
             except BackplaneError:
                 return  # still down: the next reset tries again
             self._unannounced.discard(stream)
-
-    def _start_reconcile(self, stream: str, state: _Stream) -> None:
-        if state.reconciling:
-            state.again = True  # what it read may predate this call: read once more
-        else:
-            state.reconciling = True
-            self._spawn(self._reconcile, stream, state)
-
-    def _fan_out(self, state: _Stream, publication: Publication) -> None:
-        state.head = Position(publication.epoch, publication.offset)
-        if publication.slot == CONTROL_SLOT:
-            self._apply_control(state, publication)
-            return
-        message = self._message(state, publication)
-        filling = False
-        for conn in state.conns:
-            if conn.push(message):
-                filling = True
-        self._filling |= filling
-        self.metrics.deliveries += len(state.conns)
-
-    def _apply_control(self, state: _Stream, publication: Publication) -> None:
-        command = decode_control(publication.body)
-        if isinstance(command, Resync):
-            for conn in state.conns:
-                conn.outbox.resync(publication.stream, publication.epoch, publication.offset,
-                                   command.reason)  # fmt: skip
-            self.metrics.resyncs[command.reason] += len(state.conns)
-            return
-        if command is None:
-            logger.warning("unknown control publication on %s", publication.stream)
-            return
-        for conn in list(state.conns):
-            # only connections opened before the command: a replayed one spares new logins
-            if conn.since < publication.ts and command.connection in (None, conn.id):
-                conn.close(CloseCode.DISCONNECTED, command.reason)
-
-    def _message(self, state: _Stream, publication: Publication) -> Message:
-        if state.epoch != publication.epoch:
-            state.epoch = publication.epoch
-            state.prefix = position_prefix(publication.stream, publication.epoch)
-        return event_message(
-            state.prefix, publication.stream, publication.epoch, publication.offset,
-            publication.body, publication.slot, publication.ts,
-        )  # fmt: skip
-
-    async def _reconcile(self, stream: str, state: _Stream) -> None:
-        """Catch up a stream after a gap: replay what is missing, or resync its connections.
-
-        Publications held before the history read that belong to another epoch than the
-        backplane's current one are stale (the resync covers them); those held during the read
-        go through `deliver` again, which reconciles once more if they still do not fit. When
-        the backplane cannot be read, publications stay held until its next `reset`.
-        """
-        try:
-            while self._streams.get(stream) is state:
-                state.again = False
-                await self._reconcile_once(stream, state)
-                if not state.again:  # nobody asked for a fresh look meanwhile
-                    return
-        finally:
-            state.reconciling = False
-
-    async def _reconcile_once(self, stream: str, state: _Stream) -> None:
-        held_before, state.pending = state.pending or [], []
-        try:
-            replay = await self.backplane.replay(stream, state.head)
-        except BackplaneError:
-            state.pending = held_before + state.pending
-            logger.warning("cannot read the history of %s; waiting for the backplane", stream)
-            return
-        head = replay.head
-        if replay.complete:
-            for publication in replay.publications:
-                self._fan_out(state, publication)
-        else:
-            state.head = head
-            for conn in state.conns:
-                conn.outbox.resync(stream, head.epoch, head.offset, "backplane")
-            self.metrics.resyncs["backplane"] += len(state.conns)
-            logger.info("resync of %s for %d connections (backplane gap)", stream, len(state.conns))
-        held_during, state.pending = state.pending, None
-        for publication in held_before:
-            if publication.epoch == head.epoch:
-                self.deliver(publication)
-        for publication in held_during:
-            self.deliver(publication)
 
     def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
         if self._tg is not None and self._running:
@@ -455,10 +328,10 @@ class Hub:
         welcome = Welcome(PROTOCOL_VERSION, conn.id, conn.user, heartbeat_ms, limits.public())
         conn.push(_control(welcome))
         since = {name: cursor.position() for name, cursor in hello.since.items()}
-        await self._join(conn, EVERYONE_STREAM, since.get(EVERYONE_STREAM), None)
+        await self._routes.join(conn, EVERYONE_STREAM, since.get(EVERYONE_STREAM), None)
         if conn.user is not None:
             user_stream = "user:" + conn.user
-            await self._join(conn, user_stream, since.get(user_stream), None)
+            await self._routes.join(conn, user_stream, since.get(user_stream), None)
         for topic in dict.fromkeys(hello.topics):
             await self.subscribe(conn, topic, since.get("topic:" + topic))
 
@@ -482,7 +355,7 @@ class Hub:
             conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, id)))
             return False
         conn.topics.add(topic)
-        await self._join(conn, Topic(topic).stream, since, id)
+        await self._routes.join(conn, Topic(topic).stream, since, id)
         return True
 
     async def _authorized(self, principal: Principal, topic: str) -> bool:
@@ -498,62 +371,8 @@ class Hub:
         stream = "topic:" + topic
         if topic in conn.topics:
             conn.topics.discard(topic)
-            self._leave(conn, stream)
+            self._routes.leave(conn, stream)
         conn.push(_control(Unsubscribed(stream, id)))
-
-    async def _join(
-        self, conn: Connection, stream: str, since: Position | None, id: int | None
-    ) -> None:
-        while True:
-            state = self._streams.get(stream)
-            if state is None:
-                state = self._streams[stream] = _Stream()
-                await self.backplane.listen(stream)
-            elif state.head is None:
-                # The join that created the stream may still be in `listen`: reading history
-                # before live delivery starts would miss what is published in between.
-                await self.backplane.listen(stream)
-            if self._streams.get(stream) is state:
-                break  # (else every other join left meanwhile and the stream was dropped)
-        conn.hold(stream)
-        state.conns[conn] = None
-        conn.streams.add(stream)
-        replay = await self.backplane.replay(stream, since)
-        head = replay.head
-        if state.head is None and state.pending is None:
-            state.head = head
-        outcome: Outcome
-        reason = None
-        if since is None:
-            outcome = "fresh"
-        elif replay.complete:
-            outcome = "recovered"
-        else:
-            outcome, reason = "resync", _resync_reason(since, head)
-            self.metrics.resyncs[reason] += 1
-        self.metrics.recoveries[outcome] += 1
-        conn.outbox.push(_control(Subscribed(stream, head.epoch, head.offset, outcome, reason, id)))
-        for publication in replay.publications:
-            if publication.slot != CONTROL_SLOT:
-                conn.outbox.push(self._message(state, publication))
-        conn.release(stream, head.epoch, head.offset)
-
-    def _leave(self, conn: Connection, stream: str) -> None:
-        conn.streams.discard(stream)
-        state = self._streams.get(stream)
-        if state is None:
-            return
-        state.conns.pop(conn, None)
-        if not state.conns:
-            del self._streams[stream]
-            self._spawn(self._unlisten, stream)
-
-    async def _unlisten(self, stream: str) -> None:
-        if stream not in self._streams:
-            try:
-                await self.backplane.unlisten(stream)
-            except BackplaneError:
-                logger.warning("cannot stop listening to %s", stream)
 
     def unregister(self, conn: Connection) -> None:
         """Forget a connection (its transport calls this when the connection has ended)."""
@@ -570,7 +389,7 @@ class Hub:
         code = conn.close_code
         metrics.closes[CloseCode(code).name.lower() if code in _CODES else "client"] += 1
         for stream in list(conn.streams):
-            self._leave(conn, stream)
+            self._routes.leave(conn, stream)
         if conn.user is not None:
             tabs = self._users.get(conn.user)
             if tabs is not None:
@@ -636,7 +455,7 @@ class Hub:
         return HubStats(
             connections=len(conns),
             users=len(self._users),
-            streams=len(self._streams),
+            streams=len(self._routes),
             publishes=m.publishes,
             deliveries=m.deliveries,
             frames=m.frames,
@@ -661,11 +480,3 @@ class Hub:
 
 
 _CODES = frozenset(CloseCode)
-
-
-def _resync_reason(since: Position, head: Position) -> str:
-    if since.epoch != head.epoch:
-        return "epoch"
-    if since.offset > head.offset:
-        return "ahead"
-    return "expired"

@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from .events import INVALIDATE_SLOT, Invalidate, QueryKey, encode_json
-from .protocol import Resync, encode_message
+from .protocol import Resync, ServerMessage, encode_message
 
 
 class Message:
@@ -50,6 +50,11 @@ class Message:
         if self._frame is None:
             self._frame = "[" + self.text + "]"
         return self._frame
+
+
+def control_message(message: ServerMessage) -> Message:
+    """A server message that belongs to no stream (never merged)."""
+    return Message(encode_message(message))
 
 
 def position_prefix(stream: str, epoch: str) -> str:
