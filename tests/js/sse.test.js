@@ -122,3 +122,23 @@ test('the watchdog also guards SSE', () => {
   assert.equal(t.client.status, 'reconnecting')
   t.client.close()
 })
+
+test('expiring over SSE: reconnects at once with a fresh token and the cursors', async () => {
+  let n = 0
+  const t = setup({ sseUrl: SSE, WebSocket: null, getToken: async () => `token-${++n}` })
+  await settle()
+  const first = t.EventSource.last()
+  assert.equal(first.query.get('token'), 'token-1')
+  first.receive(
+    { type: 'welcome', v: 1, conn: 'c', user: 'u', heartbeat: 25000 },
+    { type: 'subscribed', stream: 'all', epoch: 'e1', offset: 4, outcome: 'fresh' },
+  )
+  first.receive({ type: 'expiring', expires_in: 30000 })
+  await settle()
+  assert.ok(first.closed)
+  const second = t.EventSource.last()
+  assert.notEqual(second, first)
+  assert.equal(second.query.get('token'), 'token-2')
+  assert.deepEqual(JSON.parse(second.query.get('since')), { all: { epoch: 'e1', offset: 4 } })
+  t.client.close()
+})

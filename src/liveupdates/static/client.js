@@ -217,6 +217,8 @@ export function createClient(options) {
   function refresh() {
     const c = conn
     if (!o.getToken || c.refreshing) return
+    // SSE has no way up: reconnect at once, with a fresh token and the cursors.
+    if (c.sse) return detach(), connect()
     c.refreshing = true
     fetchToken().then(
       (token) => c === conn && send({ type: 'refresh', token }),
