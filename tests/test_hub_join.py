@@ -152,7 +152,8 @@ async def test_a_join_outliving_the_other_joins_of_a_new_stream_still_gets_live_
                 await until(lambda: backplane.listens == 2 or STREAM in registered(hub))
                 backplane.release(2)
                 await queued(second)  # joined
-            await until(lambda: STREAM not in hub._routes._streams)  # it left: the stream was dropped
+            # it left: the stream was dropped
+            await until(lambda: STREAM not in hub._routes._streams)
             backplane.release(1)
             backplane.release(3)
             await queued(first)  # its handshake is complete
