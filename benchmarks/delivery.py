@@ -1,53 +1,94 @@
-"""Delivery benchmark: liveupdates against the tutorial ConnectionManager, on loopback.
+"""Delivery benchmark: the bare loop, liveupdates, broadcaster and python-socketio, on loopback.
 
-    python -m benchmarks.delivery                      # N = 100, 1,000 and 5,000
-    python -m benchmarks.delivery -n 1000 --backplane redis://127.0.0.1:6390/0
+    python -m benchmarks.delivery                          # every stack, N = 100, 1,000, 5,000
+    python -m benchmarks.delivery -n 1000 --stacks bare liveupdates-memory
+    python -m benchmarks.delivery --plots docs/img --json /tmp/bench.json
+    python -m benchmarks.delivery --idle 20000             # idle connections, one broadcast
 
-Each row starts the server under uvicorn (one worker per process) and a load generator in a
-process of its own, then prints: deliveries per second in a burst, lost deliveries,
-publish-to-receive latency (p50, p99, max) at a fixed rate, server memory per idle connection
-(all server processes together), and frames per second per client under a flood of 1,000
-invalidations per second on 5 keys.
+For each N and each stack, the driver starts the server under uvicorn (one worker), measures its
+resident memory before and after N clients connect, then runs the scenarios through the load
+generator (`benchmarks/loadgen.py`, separate processes of at most ``--per-loadgen`` clients):
 
-Rows: the naive ConnectionManager and liveupdates with the in-memory backplane (one process
-each); with ``--backplane redis://...`` also liveupdates over Redis in one process and in two
-(``--processes``): the load generator spreads its clients over the processes and asks the
-first one to publish, so that half the deliveries cross Redis. Each row uses a fresh key
-prefix. Use a Redis of your own (``redis-server --port 6390 --save ''``), not a production
-one.
+- burst: K = max(20, min(500, 100,000 // N)) events back to back; deliveries per second until
+  the last client has the last event, and lost deliveries;
+- rate: R = max(1, min(20, 10,000 / N)) events per second for ``--rate-seconds``; publish to
+  receive latency p50, p99 and max;
+- flood (N <= ``--flood-max-n``): 1,000 invalidations per second on 5 keys for
+  ``--flood-seconds``: frames per client per second, and deliveries per client per key per 0.1 s
+  window of the flood.
+
+It prints one table, with the ratios of each row to the bare loop at the same N, and exits with
+status 1 if any delivery was lost. A redis-server of its own (free port, no persistence) serves
+the Redis stacks; it is stopped at exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import math
 import os
+import queue
+import resource
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+FLOOD_RATE = 1000  # invalidations per second
+FLOOD_KEYS = 5
+WINDOW = 0.1  # liveupdates' throttle window on invalidations (BENCH_WINDOW)
 
 
 @dataclass(frozen=True)
-class Row:
-    """One configuration of the table."""
+class Stack:
+    """One kind of server in the table."""
 
-    stack: str  # naive or liveupdates
-    backplane: str  # memory:// or a redis:// URL
-    processes: int = 1
+    name: str
+    app: str  # attribute of benchmarks.servers
+    protocol: str  # of benchmarks.loadgen
+    redis: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def label(self) -> str:
-        return "memory" if self.backplane.startswith("memory") else "redis"
+
+STACKS = {
+    s.name: s
+    for s in [
+        Stack("bare", "bare_app", "bare"),
+        Stack("liveupdates-memory", "liveupdates_app", "liveupdates"),
+        Stack(
+            "liveupdates-memory-batching",
+            "liveupdates_app",
+            "liveupdates",
+            env={"BENCH_FLUSH_INTERVAL": "0.01"},
+        ),
+        Stack("liveupdates-redis", "liveupdates_app", "liveupdates", redis=True),
+        Stack(
+            "liveupdates-redis-batching",
+            "liveupdates_app",
+            "liveupdates",
+            redis=True,
+            env={"BENCH_FLUSH_INTERVAL": "0.01"},
+        ),
+        Stack("broadcaster-redis", "broadcaster_app", "broadcaster", redis=True),
+        Stack("socketio-redis", "socketio_app", "socketio", redis=True),
+    ]
+}
+
+
+class BenchError(RuntimeError):
+    """A server or load generator failed: the run stops with a message."""
 
 
 def free_port() -> int:
@@ -61,132 +102,450 @@ def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise BenchError(f"no VmRSS for process {pid}")
 
 
-def with_prefix(url: str, prefix: str) -> str:
-    """`url` with the backplane option ``prefix`` (a fresh one per row)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "prefix"] + [("prefix", prefix)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+def stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def start_servers(
-    app: str, count: int, env: dict[str, str]
-) -> list[tuple[subprocess.Popen[bytes], int]]:
-    """`count` uvicorn processes of `app`, started together; returns once each answers."""
-    servers = []
-    for _ in range(count):
-        port = free_port()
+# redis-server -------------------------------------------------------------------------------
+
+
+def start_redis() -> str:
+    """A redis-server of our own on a free port (no persistence), stopped at exit; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server is not installed (the Redis stacks need it)")
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="bench-redis-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", directory, "--maxclients", "10000"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    atexit.register(shutil.rmtree, directory, True)
+    atexit.register(stop, process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"redis-server exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError("redis-server did not answer within 10 s")
+
+
+# the server ---------------------------------------------------------------------------------
+
+
+class Server:
+    """One uvicorn process of a stack's app."""
+
+    def __init__(self, stack: Stack, redis_url: str | None) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **stack.env)
+        if stack.redis:
+            assert redis_url is not None
+            env["BENCH_REDIS_URL"] = redis_url
+            if stack.protocol == "liveupdates":  # a fresh key prefix per server
+                env["LIVEUPDATES_BACKPLANE"] = f"{redis_url}?prefix=bench{secrets.token_hex(4)}"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.name = stack.name
         command = [
-            sys.executable, "-m", "uvicorn", f"benchmarks.servers:{app}", "--port", str(port),
-            "--log-level", "warning", "--no-access-log", "--backlog", "4096",
+            sys.executable, "-m", "uvicorn", f"benchmarks.servers:{stack.app}",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--no-access-log", "--backlog", "4096",
         ]  # fmt: skip
-        servers.append((subprocess.Popen(command, cwd=ROOT, env=env), port))
-    deadline = time.monotonic() + 30
-    for server, port in servers:
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"http://127.0.0.1:{port}/stats", timeout=1).raise_for_status()
-                break
+                httpx.get(f"{self.base}/stats", timeout=1).raise_for_status()
+                return
             except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    stop(servers)
-                    raise RuntimeError(f"{app} did not start") from None
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise BenchError(f"the {stack.name} server did not start") from None
                 time.sleep(0.1)
-    return servers
 
+    def rss(self) -> int:
+        return rss_kib(self.process.pid)
 
-def stop(servers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
-    for server, _ in servers:
-        server.terminate()
-    for server, _ in servers:
+    def connections(self) -> int:
+        count: int = httpx.get(f"{self.base}/stats", timeout=10).json()["connections"]
+        return count
+
+    def wait_connections(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (count := self.connections()) != n:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: the server counts {count} connections, not {n}")
+            time.sleep(0.1)
+
+    def publish(self, count: int, rate: float, kind: str, timeout: float) -> None:
+        params: dict[str, Any] = {"count": count, "rate": rate, "kind": kind}
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            httpx.post(f"{self.base}/publish", params=params, timeout=timeout).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise BenchError(f"{self.name}: publish failed: {exc!r}") from exc
+
+    def stop(self) -> None:
+        stop(self.process)
 
 
-def run(row: Row, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_FLUSH_INTERVAL=str(args.flush_interval))
-    if row.stack == "liveupdates":
-        backplane = row.backplane
-        if row.label == "redis":
-            backplane = with_prefix(backplane, "bench" + secrets.token_hex(4))
-        env["LIVEUPDATES_BACKPLANE"] = backplane
-    servers = start_servers(f"{row.stack}_app", row.processes, env)
-    try:
-        time.sleep(0.5)
-        before = sum(rss_kib(server.pid) for server, _ in servers)
-        burst = max(20, min(500, 100_000 // n))
-        bases = [arg for _, port in servers for arg in ("--base", f"http://127.0.0.1:{port}")]
+# the load generators ------------------------------------------------------------------------
+
+
+class LoadGen:
+    """One load generator process, driven one JSON line at a time."""
+
+    def __init__(
+        self, port: int, protocol: str, n: int, first_address: int, timeout: float
+    ) -> None:
         command = [
-            sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), *bases,
-            "--protocol", row.stack, "-n", str(n), "--burst", str(burst),
-            "--flood-seconds", str(args.flood_seconds if n <= 1000 else 0),
+            sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), "--port", str(port),
+            "--protocol", protocol, "-n", str(n), "--first-address", str(first_address),
+            "--timeout", str(timeout),
         ]  # fmt: skip
-        loadgen = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
-        assert loadgen.stdin is not None and loadgen.stdout is not None
-        if loadgen.stdout.readline().strip() != "ready":
-            raise RuntimeError("the load generator failed to connect")
-        time.sleep(1.0)  # idle connections settle
-        after = sum(rss_kib(server.pid) for server, _ in servers)
-        loadgen.stdin.write("go\n")
-        loadgen.stdin.flush()
-        results: dict[str, Any] = json.loads(loadgen.stdout.readline())
-        loadgen.wait(60)
-        results["kib_per_connection"] = (after - before) / n
-        return results
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"the load generator did not answer within {timeout:.0f} s") from None
+        if not line:
+            raise BenchError(f"the load generator exited (status {self.process.wait(5)})")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"the load generator failed: {answer['error']}")
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send({"cmd": "close"})
+                self.process.wait(15)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop(self.process)
+
+
+class LoadGens:
+    """N clients over as many load generator processes as `per_process` requires."""
+
+    def __init__(
+        self, port: int, protocol: str, n: int, per_process: int, timeout: float = 180
+    ) -> None:
+        count = max(1, math.ceil(n / per_process))
+        sizes = [n // count + (i < n % count) for i in range(count)]
+        self.gens = [LoadGen(port, protocol, size, 3 * i, timeout) for i, size in enumerate(sizes)]
+        try:
+            for gen in self.gens:
+                gen.receive(timeout + 30)  # {"ready": size}
+        except BaseException:
+            self.stop()
+            raise
+
+    def command(self, command: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        for gen in self.gens:
+            gen.send(command)
+        return [gen.receive(timeout) for gen in self.gens]
+
+    def stop(self) -> None:
+        for gen in self.gens:
+            gen.stop()
+
+
+# scenarios ----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def scenario(
+    server: Server, gens: LoadGens, n: int, count: int, rate: float, kind: str, latencies: bool
+) -> dict[str, Any]:
+    """Publish `count` events of `kind` at `rate` (0: back to back) and collect what arrived."""
+    tick = kind == "tick"
+    gens.command({"cmd": "arm", "target": count if tick else 0, "latencies": latencies}, 30)
+    budget = 30 + count * n / 2_000 + (count / rate if rate else 0)  # generous, but bounded
+    start = time.time()
+    server.publish(count, rate, kind, timeout=budget)
+    published = time.time()
+    reports = gens.command({"cmd": "wait", "timeout": budget, "quiet": 0.5}, budget + 30)
+    dropped = sum(r["dropped"] for r in reports)
+    if dropped:
+        raise BenchError(f"{server.name}: the server closed {dropped} connections")
+    received = sum(r["ticks"] for r in reports)
+    if tick:
+        end = max(r["done_at"] if r["complete"] else r["last"] for r in reports) or published
+    else:
+        end = max(r["last"] for r in reports) or published
+    elapsed = max(end - start, 1e-9)
+    samples = [x for r in reports for x in r["latencies_ms"]]
+    result: dict[str, Any] = {
+        "count": count,
+        "rate": rate,
+        "elapsed_s": elapsed,
+        "publish_s": published - start,
+        "frames_per_client": sum(r["frames"] for r in reports) / n,
+    }
+    if tick:
+        result |= {
+            "deliveries": received,
+            "expected": count * n,
+            "lost": max(0, count * n - received),
+            "per_second": received / elapsed,
+            "p50_ms": percentile(samples, 0.50),
+            "p99_ms": percentile(samples, 0.99),
+            "max_ms": max(samples, default=math.nan),
+        }
+    else:
+        keys_per_client = sum(r["keys"] for r in reports) / n
+        windows = count / FLOOD_RATE / WINDOW  # in the flood's nominal duration
+        result |= {
+            "keys_per_client": keys_per_client,
+            "frames_per_client_per_s": result["frames_per_client"] / elapsed,
+            "per_key_per_window": keys_per_client / FLOOD_KEYS / windows,
+        }
+    return result
+
+
+def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
+    """One row: start the server, connect N clients, run the scenarios."""
+    server = Server(stack, redis_url)
+    gens: LoadGens | None = None
+    try:
+        time.sleep(args.settle)
+        before = server.rss()
+        gens = LoadGens(server.port, stack.protocol, n, args.per_loadgen)
+        server.wait_connections(n, 60)
+        time.sleep(args.settle)  # idle connections settle
+        after = server.rss()
+        result: dict[str, Any] = {
+            "stack": stack.name,
+            "n": n,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_connection": (after - before) / n,
+        }
+        burst = max(20, min(500, 100_000 // n))
+        result["burst"] = scenario(server, gens, n, burst, 0, "tick", latencies=False)
+        rate = max(1.0, min(20.0, 10_000 / n))
+        count = max(2, round(rate * args.rate_seconds))
+        result["rate"] = scenario(server, gens, n, count, rate, "tick", latencies=True)
+        if n <= args.flood_max_n and args.flood_seconds > 0:
+            count = round(FLOOD_RATE * args.flood_seconds)
+            result["flood"] = scenario(server, gens, n, count, FLOOD_RATE, "flood", False)
+        return result
     finally:
-        stop(servers)
+        if gens is not None:
+            gens.stop()
+        server.stop()
 
 
-def rows(args: argparse.Namespace) -> list[Row]:
-    table = [Row("naive", "-"), Row("liveupdates", "memory://")]
-    table = [row for row in table if row.stack in args.stacks]
-    if args.backplane and "liveupdates" in args.stacks:
-        table += [Row("liveupdates", args.backplane, count) for count in args.processes]
-    return table
+# the table ----------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("stack", 27, "<"), ("N", 6, ">"), ("burst/s", 9, ">"), ("x bare", 6, ">"),
+    ("lost", 5, ">"), ("p50 ms", 7, ">"), ("x bare", 6, ">"), ("p99 ms", 7, ">"),
+    ("x bare", 6, ">"), ("max ms", 7, ">"), ("KiB/conn", 8, ">"), ("x bare", 6, ">"),
+    ("flood fr/s", 10, ">"), ("/key/0.1s", 9, ">"),
+]  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--stacks", nargs="+", default=["naive", "liveupdates"])
-    parser.add_argument("--backplane", help="also run liveupdates over this redis:// backplane")
-    parser.add_argument(
-        "--processes", type=int, nargs="+", default=[1, 2], help="server processes over Redis"
+def ratio(value: float, reference: float | None) -> str:
+    if reference is None or not reference or math.isnan(value) or math.isnan(reference):
+        return "-"
+    return f"{value / reference:.2f}"
+
+
+def row_cells(r: dict[str, Any], bare: dict[str, Any] | None) -> list[str]:
+    burst, rate, flood = r["burst"], r["rate"], r.get("flood")
+    b = bare or {}
+    return [
+        r["stack"],
+        f"{r['n']:,}",
+        f"{burst['per_second']:,.0f}",
+        ratio(burst["per_second"], b.get("burst", {}).get("per_second")),
+        str(burst["lost"] + rate["lost"]),
+        f"{rate['p50_ms']:.1f}",
+        ratio(rate["p50_ms"], b.get("rate", {}).get("p50_ms")),
+        f"{rate['p99_ms']:.1f}",
+        ratio(rate["p99_ms"], b.get("rate", {}).get("p99_ms")),
+        f"{rate['max_ms']:.1f}",
+        f"{r['kib_per_connection']:.1f}",
+        ratio(r["kib_per_connection"], b.get("kib_per_connection")),
+        f"{flood['frames_per_client_per_s']:.1f}" if flood else "",
+        f"{flood['per_key_per_window']:.2f}" if flood else "",
+    ]
+
+
+def format_line(cells: list[str]) -> str:
+    pairs = zip(cells, COLUMNS, strict=True)
+    return " ".join(f"{cell:{align}{width}}" for cell, (_, width, align) in pairs)
+
+
+def header() -> str:
+    line = format_line([name for name, _, _ in COLUMNS])
+    return line + "\n" + "-" * len(line)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The whole table, ratios to the bare loop at the same N (when the bare loop ran)."""
+    bare = {r["n"]: r for r in results if r["stack"] == "bare"}
+    lines = [header()] + [format_line(row_cells(r, bare.get(r["n"]))) for r in results]
+    return "\n".join(lines)
+
+
+# the idle scenario ----------------------------------------------------------------------------
+
+
+def idle(args: argparse.Namespace) -> dict[str, Any]:
+    """As many idle liveupdates connections as the fd limits allow (up to `args.idle`), then one
+    broadcast to all."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    n = min(args.idle, hard - 100)  # the server process shares the limit with its own files
+    stack = STACKS["liveupdates-memory"]
+    server = Server(stack, None)
+    gens: LoadGens | None = None
+    try:
+        time.sleep(args.settle)
+        before = server.rss()
+        started = time.monotonic()
+        gens = LoadGens(server.port, stack.protocol, n, args.per_loadgen, timeout=600)
+        connect_s = time.monotonic() - started
+        server.wait_connections(n, 120)
+        time.sleep(args.settle)
+        after = server.rss()
+        broadcast = scenario(server, gens, n, 1, 0, "tick", latencies=True)
+        return {
+            "stack": stack.name,
+            "asked": args.idle,
+            "n": n,
+            "connect_s": connect_s,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_connection": (after - before) / n,
+            "broadcast": broadcast,
+        }
+    finally:
+        if gens is not None:
+            gens.stop()
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--flood-seconds", type=float, default=2.0)
+    parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=list(STACKS))
+    parser.add_argument("--rate-seconds", type=float, default=3.0)
+    parser.add_argument("--flood-seconds", type=float, default=1.0)
+    parser.add_argument("--flood-max-n", type=int, default=1000)
+    parser.add_argument("--settle", type=float, default=1.0, help="s before reading memory")
+    parser.add_argument("--per-loadgen", type=int, default=9000, help="clients per process")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--plots", type=Path, help="write the SVG plots to this directory")
     parser.add_argument(
-        "--flush-interval", type=float, default=0.0, help="liveupdates Limits.flush_interval (s)"
+        "--idle", type=int, metavar="N", help="instead: N idle connections, one broadcast"
     )
     args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for the servers too
 
-    header = (
-        f"{'stack':<12} {'backplane':<9} {'procs':>5} {'N':>6} {'burst deliv/s':>14}"
-        f" {'lost':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'KiB/conn':>9}"
-        f" {'flood frames/s/client':>22}"
+    try:
+        if args.idle:
+            return report_idle(idle(args), args)
+        redis_url = start_redis() if any(STACKS[s].redis for s in args.stacks) else None
+        results: list[dict[str, Any]] = []
+        print(header(), flush=True)
+        for n in args.n:
+            bare = None
+            for name in args.stacks:
+                result = run(STACKS[name], n, args, redis_url)
+                results.append(result)
+                if name == "bare":
+                    bare = result
+                print(format_line(row_cells(result, bare)), flush=True)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+    if args.plots:
+        from benchmarks.plot import write_plots
+
+        for path in write_plots(results, args.plots):
+            print(f"wrote {path}")
+    lossy = [f"{r['stack']} N={r['n']}" for r in results if r["burst"]["lost"] + r["rate"]["lost"]]
+    if lossy:
+        print(f"benchmark failed: deliveries lost in {', '.join(lossy)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report_idle(r: dict[str, Any], args: argparse.Namespace) -> int:
+    b = r["broadcast"]
+    print(
+        f"{r['stack']}: {r['n']:,} idle connections (asked {r['asked']:,}) in one process,"
+        f" connected in {r['connect_s']:.1f} s; server RSS {r['rss_before_kib'] / 1024:.0f} MiB"
+        f" -> {r['rss_after_kib'] / 1024:.0f} MiB, {r['kib_per_connection']:.1f} KiB per"
+        f" connection\none broadcast to all: {b['deliveries']:,} of {b['expected']:,} delivered"
+        f" in {b['elapsed_s'] * 1000:.0f} ms (p50 {b['p50_ms']:.0f} ms, max {b['max_ms']:.0f}"
+        f" ms), lost {b['lost']}",
+        flush=True,
     )
-    print(header)
-    print("-" * len(header))
-    for n in args.n:
-        for row in rows(args):
-            r = run(row, n, args)
-            flood = r.get("flood", {}).get("frames_per_client_per_s")
-            backplane = "-" if row.stack == "naive" else row.label
-            print(
-                f"{row.stack:<12} {backplane:<9} {row.processes:>5} {n:>6}"
-                f" {r['burst']['per_second']:>14,.0f} {r['burst']['lost']:>6}"
-                f" {r['rate']['p50_ms']:>8.1f} {r['rate']['p99_ms']:>8.1f}"
-                f" {r['rate']['max_ms']:>8.1f} {r['kib_per_connection']:>9.1f}"
-                f" {'' if flood is None else f'{flood:.1f}':>22}",
-                flush=True,
-            )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "idle": r}, indent=1))
+    if b["lost"]:
+        print("benchmark failed: deliveries lost", file=sys.stderr)
+        return 1
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"cpus": os.cpu_count(), "model": model, "python": sys.version.split()[0]}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,19 +1,29 @@
-"""The servers the delivery benchmark compares, as ASGI apps (run each under uvicorn).
+"""The servers the delivery benchmark compares, as ASGI apps (run each under uvicorn, one worker).
 
-- ``liveupdates_app``: liveupdates with the in-memory backplane (or ``LIVEUPDATES_BACKPLANE``),
-  ``Limits.flush_interval`` from ``BENCH_FLUSH_INTERVAL`` (seconds, default 0) and a throttle
-  window on invalidations of ``BENCH_WINDOW`` (default 0.1 s).
-- ``naive_app``: the tutorial ConnectionManager: a list of sockets and a send loop.
+- ``bare_app``: the tutorial ConnectionManager: a list of sockets; each message is encoded once
+  with `json.dumps` and sent with ``await send_text`` to each socket in turn.
+- ``liveupdates_app``: liveupdates with the backplane of ``LIVEUPDATES_BACKPLANE`` (default
+  ``memory://``), ``Limits.flush_interval`` from ``BENCH_FLUSH_INTERVAL`` (seconds, default 0)
+  and a throttle window on invalidations of ``BENCH_WINDOW`` (default 0.1 s).
+- ``broadcaster_app``: `broadcaster` over Redis (``BENCH_REDIS_URL``): each WebSocket handler
+  subscribes to one channel and forwards every message with ``send_text``.
+- ``socketio_app``: python-socketio's ``AsyncServer`` with an ``AsyncRedisManager``
+  (``BENCH_REDIS_URL``); the HTTP routes are a Starlette app behind ``socketio.ASGIApp``.
 
-Both expose ``POST /publish?count=K&rate=R&kind=tick|flood`` (rate 0: as fast as possible) and
-``GET /stats`` (connections). Events carry their publish time so clients measure latency.
+All expose ``POST /publish?count=K&rate=R&kind=tick|flood`` (rate 0: back to back; publishing
+happens inside the server) and ``GET /stats`` (``{"connections": n}``). Tick events carry their
+publish wall time ``ts`` and 120 bytes of padding (about 200 bytes on the wire) so that clients
+measure latency; flood events invalidate one of 5 keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -35,9 +45,18 @@ class Tick(Event, tag="bench.tick"):
 
 PAD = "x" * 120  # about 200 bytes per event on the wire
 FLOOD_KEYS = [["jobs", n] for n in range(5)]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6390/0")
+CHANNEL = "bench"
 
 
-async def paced(count: int, rate: float, send: Any) -> None:
+def message(kind: str, n: int) -> dict[str, Any]:
+    """The JSON the stacks other than liveupdates send for publication `n` of `kind`."""
+    if kind == "flood":
+        return {"type": "invalidate", "keys": [FLOOD_KEYS[n % len(FLOOD_KEYS)]]}
+    return {"type": "bench.tick", "seq": n, "ts": time.time(), "pad": PAD}
+
+
+async def paced(count: int, rate: float, send: Callable[[int], Awaitable[None]]) -> None:
     """Call `send(n)` `count` times, at `rate` per second (0: back to back)."""
     start = time.perf_counter()
     for n in range(count):
@@ -48,7 +67,73 @@ async def paced(count: int, rate: float, send: Any) -> None:
         await send(n)
 
 
-# liveupdates ----------------------------------------------------------------------------
+def publish_route(send_for: Callable[[str], Callable[[int], Awaitable[None]]]) -> Route:
+    """``POST /publish``: `send_for(kind)` returns the coroutine function publishing number n."""
+
+    async def publish(request: Request) -> Response:
+        count, rate = int(request.query_params["count"]), float(request.query_params["rate"])
+        await paced(count, rate, send_for(request.query_params.get("kind", "tick")))
+        return JSONResponse({"published": count})
+
+    return Route("/publish", publish, methods=["POST"])
+
+
+def stats_route(connections: Callable[[], int]) -> Route:
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"connections": connections()})
+
+    return Route("/stats", stats)
+
+
+async def until_disconnect(websocket: WebSocket) -> None:
+    """Read (and ignore) client frames until the client goes away."""
+    try:
+        while True:
+            await websocket.receive_text()
+    except WebSocketDisconnect:
+        pass
+
+
+# the bare loop: the tutorial ConnectionManager ---------------------------------------------
+
+sockets: list[WebSocket] = []
+
+
+async def bare_ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    sockets.append(websocket)
+    try:
+        await until_disconnect(websocket)
+    finally:
+        sockets.remove(websocket)
+
+
+async def bare_broadcast(text: str) -> None:
+    for websocket in list(sockets):
+        try:
+            await websocket.send_text(text)
+        except Exception:  # what the tutorial does: drop the socket, lose the message
+            if websocket in sockets:
+                sockets.remove(websocket)
+
+
+def bare_send(kind: str) -> Callable[[int], Awaitable[None]]:
+    async def send(n: int) -> None:
+        await bare_broadcast(json.dumps(message(kind, n)))  # encoded once, sent to every socket
+
+    return send
+
+
+bare_app = Starlette(
+    routes=[
+        publish_route(bare_send),
+        stats_route(lambda: len(sockets)),
+        WebSocketRoute("/live", bare_ws),
+    ]
+)
+
+
+# liveupdates ------------------------------------------------------------------------------
 
 hub = Hub(
     os.environ.get("LIVEUPDATES_BACKPLANE", "memory://"),
@@ -63,9 +148,8 @@ hub = Hub(
 )
 
 
-async def lu_publish(request: Request) -> Response:
-    count, rate = int(request.query_params["count"]), float(request.query_params["rate"])
-    if request.query_params.get("kind") == "flood":
+def lu_send(kind: str) -> Callable[[int], Awaitable[None]]:
+    if kind == "flood":
 
         async def send(n: int) -> None:
             await hub.publish(Invalidate(FLOOD_KEYS[n % len(FLOOD_KEYS)]), to=Everyone)
@@ -74,73 +158,131 @@ async def lu_publish(request: Request) -> Response:
         async def send(n: int) -> None:
             await hub.publish(Tick(n, time.time(), PAD), to=Everyone)
 
-    await paced(count, rate, send)
-    return JSONResponse({"published": count})
-
-
-async def lu_stats(request: Request) -> Response:
-    return JSONResponse({"connections": hub.stats().connections})
+    return send
 
 
 liveupdates_app = Starlette(
     routes=[
-        Route("/publish", lu_publish, methods=["POST"]),
-        Route("/stats", lu_stats),
+        publish_route(lu_send),
+        stats_route(lambda: hub.stats().connections),
         WebSocketRoute("/live", WebSocketEndpoint(hub, allowed_origins="*")),
     ],
     lifespan=hub.lifespan,
 )
 
 
-# the tutorial ConnectionManager ------------------------------------------------------------
+# broadcaster over Redis ---------------------------------------------------------------------
 
-sockets: list[WebSocket] = []
-
-
-async def naive_ws(websocket: WebSocket) -> None:
-    await websocket.accept()
-    sockets.append(websocket)
-    try:
-        while True:
-            await websocket.receive_text()
-    except WebSocketDisconnect:
-        pass
-    finally:
-        sockets.remove(websocket)
+_broadcast: Any = None  # broadcaster.Broadcast, created in the lifespan (imported lazily)
+_broadcast_clients = 0
 
 
-async def naive_broadcast(text: str) -> None:
-    for websocket in list(sockets):
+@asynccontextmanager
+async def broadcaster_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Connect, and hold one subscription to the channel for the server's lifetime.
+
+    Two races of broadcaster 0.3.1 make it lose every message otherwise: concurrent first
+    subscribers each SUBSCRIBE and overwrite each other's queue set, and its Redis listener
+    wakes before redis-py records the channel, sees no subscription and goes back to sleep. One
+    subscription taken before any client connects, and the listener woken after it, avoid both.
+    """
+    global _broadcast
+    from broadcaster import Broadcast
+
+    _broadcast = Broadcast(REDIS_URL)
+    await _broadcast.connect()
+    async with _broadcast.subscribe(channel=CHANNEL) as holder:
+        _broadcast._backend._ready.set()
+
+        async def drain() -> None:
+            async for _ in holder:
+                pass
+
+        task = asyncio.create_task(drain())
         try:
-            await websocket.send_text(text)
-        except Exception:  # what the tutorial does: drop the socket, lose the message
-            if websocket in sockets:
-                sockets.remove(websocket)
+            yield
+        finally:
+            task.cancel()
+    await _broadcast.disconnect()
 
 
-async def naive_publish(request: Request) -> Response:
-    count, rate = int(request.query_params["count"]), float(request.query_params["rate"])
-    flood = request.query_params.get("kind") == "flood"
+async def broadcaster_ws(websocket: WebSocket) -> None:
+    """The broadcaster README's chat room: a sender task forwards, the handler reads."""
+    global _broadcast_clients
+    await websocket.accept()
+    async with _broadcast.subscribe(channel=CHANNEL) as subscriber:
 
+        async def sender() -> None:
+            async for event in subscriber:
+                await websocket.send_text(event.message)
+
+        _broadcast_clients += 1
+        task = asyncio.create_task(sender())
+        try:
+            await until_disconnect(websocket)
+        finally:
+            _broadcast_clients -= 1
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def broadcaster_send(kind: str) -> Callable[[int], Awaitable[None]]:
     async def send(n: int) -> None:
-        if flood:
-            message: dict[str, Any] = {"type": "invalidate", "keys": [FLOOD_KEYS[n % 5]]}
-        else:
-            message = {"type": "bench.tick", "seq": n, "ts": time.time(), "pad": PAD}
-        await naive_broadcast(json.dumps(message))  # encoded once, sent to every socket
+        await _broadcast.publish(channel=CHANNEL, message=json.dumps(message(kind, n)))
 
-    await paced(count, rate, send)
-    return JSONResponse({"published": count})
+    return send
 
 
-async def naive_stats(request: Request) -> Response:
-    return JSONResponse({"connections": len(sockets)})
-
-
-naive_app = Starlette(
+broadcaster_app = Starlette(
     routes=[
-        Route("/publish", naive_publish, methods=["POST"]),
-        Route("/stats", naive_stats),
-        WebSocketRoute("/live", naive_ws),
-    ]
+        publish_route(broadcaster_send),
+        stats_route(lambda: _broadcast_clients),
+        WebSocketRoute("/live", broadcaster_ws),
+    ],
+    lifespan=broadcaster_lifespan,
 )
+
+
+# python-socketio over Redis -------------------------------------------------------------------
+
+
+def _socketio_app() -> Any:
+    import socketio
+
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=socketio.AsyncRedisManager(REDIS_URL),
+        cors_allowed_origins="*",
+        http_compression=False,  # (long polling only; the clients use WebSocket, uncompressed)
+    )
+    clients = 0
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def connect(sid: str, environ: dict[str, Any]) -> None:
+        nonlocal clients
+        clients += 1
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def disconnect(sid: str, *args: Any) -> None:
+        nonlocal clients
+        clients -= 1
+
+    def send_for(kind: str) -> Callable[[int], Awaitable[None]]:
+        name = "invalidate" if kind == "flood" else "tick"
+
+        async def send(n: int) -> None:
+            await sio.emit(name, message(kind, n))
+
+        return send
+
+    http = Starlette(routes=[publish_route(send_for), stats_route(lambda: clients)])
+    return socketio.ASGIApp(sio, other_asgi_app=http)
+
+
+def __getattr__(name: str) -> Any:
+    """``socketio_app``, built on first use: the other apps need no socketio."""
+    if name == "socketio_app":
+        app = _socketio_app()
+        globals()[name] = app
+        return app
+    raise AttributeError(name)
