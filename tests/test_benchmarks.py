@@ -1,0 +1,85 @@
+"""Smoke test of the delivery benchmark: every stack for real at N = 20, short scenarios.
+
+Runs ``python -m benchmarks.delivery`` as a user would (its own servers, load generator and, for
+the Redis stacks, its own redis-server) and checks the exit status, that nothing was lost, and
+that the table has every stack with its ratios to the bare loop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from redis_server import redis_server_available
+
+from benchmarks.delivery import STACKS
+from benchmarks.plot import write_plots
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 20
+
+
+def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str, object]]]:
+    output = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
+        "--rate-seconds", "0.4", "--flood-seconds", "0.3", "--settle", "0.2",
+        "--json", str(output), "--plots", str(tmp_path / "img"),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results: list[dict[str, object]] = json.loads(output.read_text())["results"]
+    return done.stdout, results
+
+
+def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_path: Path) -> None:
+    assert [r["stack"] for r in results] == stacks
+    for r in results:
+        for scenario in ("burst", "rate"):
+            figures = r[scenario]
+            assert isinstance(figures, dict)
+            assert figures["lost"] == 0, (r["stack"], scenario, figures)
+            assert figures["deliveries"] == figures["expected"] > 0
+        flood = r["flood"]
+        assert isinstance(flood, dict) and flood["keys_per_client"] > 0
+    table = stdout[stdout.rindex("stack ") :]  # the final table, after the rows as they came
+    head, _, *lines = (line for line in table.splitlines() if not line.startswith("wrote "))
+    assert head.split() == [
+        "stack", "N", "burst/s", "x", "bare", "lost", "p50", "ms", "x", "bare", "p99", "ms", "x",
+        "bare", "max", "ms", "KiB/conn", "x", "bare", "flood", "fr/s", "/key/0.1s",
+    ]  # fmt: skip
+    assert [line.split()[0] for line in lines] == stacks
+    for line in lines:
+        cells = line.split()
+        assert cells[1] == str(N)
+        assert cells[4] == "0"  # lost
+        ratios = [cells[3], cells[6], cells[8], cells[11]]
+        assert all(float(x) > 0 for x in ratios), line
+    for plot in ("bench-deliveries.svg", "bench-p99.svg"):
+        svg = (tmp_path / "img" / plot).read_text()
+        assert svg.startswith("<svg") and all(stack in svg for stack in stacks)
+
+
+@pytest.mark.timeout(120)
+def test_memory_stacks(tmp_path: Path) -> None:
+    stacks = [name for name, stack in STACKS.items() if not stack.redis]
+    check(stacks, *run_delivery(stacks, tmp_path), tmp_path)
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(150)
+def test_redis_stacks(tmp_path: Path) -> None:
+    if not redis_server_available():
+        pytest.skip("no redis-server binary")
+    stacks = ["bare"] + [name for name, stack in STACKS.items() if stack.redis]
+    check(stacks, *run_delivery(stacks, tmp_path), tmp_path)
+
+
+def test_plot_of_nothing_and_of_one_point(tmp_path: Path) -> None:
+    write_plots([], tmp_path)
+    one = {"stack": "bare", "n": 100, "burst": {"per_second": 5.0}, "rate": {"p99_ms": 2.0}}
+    paths = write_plots([one], tmp_path)
+    assert all(path.read_text().rstrip().endswith("</svg>") for path in paths)
