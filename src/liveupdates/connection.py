@@ -4,8 +4,9 @@ State machine::
 
     CONNECTING --hello accepted--> OPEN --close()/peer gone--> CLOSING --> CLOSED
 
-A transport (WebSocket or SSE endpoint) creates the connection, runs `run_writer` next to its
-own reader loop inside `scope`, and after `scope` ends sends the close with `close_code`.
+A transport (WebSocket or SSE endpoint) creates the connection, `attach`es its frame sender
+once the handshake is done, runs its own reader loop inside `scope`, and after `scope` ends
+sends the close with `close_code`. The hub's flusher sends what the outbox holds (flusher.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -24,6 +26,14 @@ from .metrics import Metrics
 from .outbox import Message, Outbox
 
 SendFrame = Callable[[str], Awaitable[None]]
+
+
+class PeerGone(Exception):
+    """Raised by a transport's frame sender once its peer is gone (it ends the session)."""
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,7 @@ class Connection:
         "principal",
         "rate",
         "scope",
+        "sender",
         "sending_since",
         "since",
         "state",
@@ -72,6 +83,7 @@ class Connection:
         "topics",
         "transport",
         "warned",
+        "writer",
     )  # fmt: skip
 
     def __init__(
@@ -82,6 +94,7 @@ class Connection:
         limits: Limits,
         now: float,
         metrics: Metrics | None = None,
+        on_pending: Callable[[Connection], None] | None = None,
     ) -> None:
         self.id = id
         self.metrics = metrics or Metrics()
@@ -91,7 +104,13 @@ class Connection:
         self.transport = transport
         self.limits = limits
         self.state = ConnectionState.CONNECTING
-        self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes)
+        self.outbox = Outbox(
+            limits.outbox_max_messages,
+            limits.outbox_max_bytes,
+            None if on_pending is None else lambda: on_pending(self),
+        )
+        self.sender: SendFrame | None = None  # the transport's, once attached
+        self.writer: _Cancellable | None = None  # the task of a send that had to wait
         self.rate = RateLimiter(limits.rate, limits.burst, now)
         self.streams: set[str] = set()
         self.topics: set[str] = set()
@@ -139,9 +158,23 @@ class Connection:
                 epoch, floor = message.epoch, message.offset
         self._gates[stream] = (epoch, floor)
 
+    def attach(self, sender: SendFrame) -> None:
+        """Start sending with `sender` (the transport's), beginning with what is pending."""
+        self.sender = sender
+        on_pending = self.outbox.on_pending
+        if len(self.outbox) and on_pending is not None:
+            on_pending()
+
+    def detach(self) -> None:
+        """Stop sending: nothing more goes out, and a send under way is cancelled."""
+        self.sender = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.cancel()
+
     def close_when_flushed(self, code: int, reason: str = "") -> None:
         """Close with `code` once everything pending has been sent."""
-        if not len(self.outbox) and not self.sending_since:
+        if not len(self.outbox) and self.writer is None:
             self.close(code, reason)
         else:
             self.closing = (code, reason)
@@ -152,35 +185,8 @@ class Connection:
             return
         self.state = ConnectionState.CLOSING
         self.close_code, self.close_reason = int(code), reason
-        self.outbox.close()
+        self.detach()
         self.scope.cancel()
-
-    async def run_writer(self, send: SendFrame, clock: Callable[[], float]) -> None:
-        """Send everything pending, one frame per wake-up, until the connection closes.
-
-        `sending_since` is set while a send is under way: the hub's sweeper closes a connection
-        whose send takes longer than `send_timeout` (a slow consumer). No timer per frame.
-        """
-        outbox, flush_interval = self.outbox, self.limits.flush_interval
-        while True:
-            await outbox.wait()
-            if flush_interval:
-                await anyio.sleep(flush_interval)
-            frame = outbox.drain()
-            if frame is None:
-                return
-            self.sending_since = clock()
-            await send(frame)
-            self.last_sent = clock()
-            self.sending_since = 0.0
-            if self.closing is not None and not len(outbox):
-                self.close(*self.closing)
-                return
-            metrics = self.metrics
-            metrics.frames += 1
-            metrics.bytes_sent += len(frame)
-            if outbox.drained_ts:
-                metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
 
     def info(self) -> ConnectionInfo:
         """A snapshot for operators: who, how, since when, on what, how far behind."""

@@ -30,6 +30,7 @@ from .connection import Connection, ConnectionState
 from .control import CONTROL_SLOT, Disconnect, Resync, encode_control
 from .errors import BackplaneError, CloseCode, ErrorCode, HubClosed, Unauthorized
 from .events import Event, encode_event, event_slot
+from .flusher import Flusher
 from .limits import Limits
 from .metrics import HubStats, Metrics
 from .outbox import control_message
@@ -88,6 +89,7 @@ class Hub:
         self._thread = 0
         self.metrics = Metrics()
         self._routes = Streams(self.backplane, self.metrics, self._spawn, self._on_backplane_reset)
+        self._flusher = Flusher(self.metrics, clock, self.limits.flush_interval, self._spawn)
         self._accepting = False
         self._unannounced: set[str] = set()  # streams with a failed publish
         self._last_yield = 0.0
@@ -109,6 +111,7 @@ class Hub:
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self._tg.start_soon(sweep, self._conns, self.limits, self.clock)
+        self._tg.start_soon(self._flusher.run)
         if self.drain_signals and threading.current_thread() is threading.main_thread():
             self._tg.start_soon(self._drain_on_signal)
         if self._throttle.rules:
@@ -314,7 +317,10 @@ class Hub:
         if not self._accepting:
             raise HubClosed("the hub is not accepting connections")
         conn_id = f"{self._id_prefix}-{next(self._ids)}"
-        conn = Connection(conn_id, principal, transport, self.limits, self.clock(), self.metrics)
+        conn = Connection(
+            conn_id, principal, transport, self.limits, self.clock(), self.metrics,
+            self._flusher.schedule,
+        )  # fmt: skip
         self._conns[conn_id] = conn
         if principal.user is not None:
             self._users.setdefault(principal.user, {})[conn] = None
@@ -381,7 +387,7 @@ class Hub:
         if not self._conns and self._drained is not None:
             self._drained.set()
         conn.state = ConnectionState.CLOSED
-        conn.outbox.close()
+        conn.detach()
         metrics, outbox = self.metrics, conn.outbox
         metrics.coalesced += outbox.merged
         metrics.overflows += outbox.overflows

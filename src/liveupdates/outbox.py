@@ -14,9 +14,9 @@ Messages without a stream (control messages: `welcome`, `error`, `pong`...) are 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Final
 
-import anyio
 import msgspec
 
 from .events import INVALIDATE_SLOT, Invalidate, QueryKey, encode_json
@@ -118,21 +118,26 @@ _Item = Message | _PendingInvalidate | _PendingResync
 
 
 class Outbox:
-    """Bounded pending output of one connection, drained by its writer into one frame."""
+    """Bounded pending output of one connection, drained into one frame at a time.
+
+    `on_pending` is called whenever the outbox stops being empty (the hub's flusher then
+    schedules a send).
+    """
 
     __slots__ = (
-        "_bytes", "_closed", "_first_ts", "_items", "_resyncs", "_seq", "_waiter",
-        "drained_ts", "max_bytes", "max_messages", "merged", "overflow_resyncs", "overflows",
+        "_bytes", "_first_ts", "_items", "_resyncs", "_seq", "drained_ts", "max_bytes",
+        "max_messages", "merged", "on_pending", "overflow_resyncs", "overflows",
     )  # fmt: skip
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_messages: int, max_bytes: int, on_pending: Callable[[], None] | None = None
+    ) -> None:
         self.max_messages, self.max_bytes = max_messages, max_bytes
+        self.on_pending = on_pending
         self._items: dict[_Key, _Item] = {}
         self._resyncs: dict[str, _PendingResync] = {}
         self._seq = itertools.count()
         self._bytes = 0
-        self._waiter: anyio.Event | None = None
-        self._closed = False
         self.merged = 0  # messages absorbed by a merge, a replacement or a pending resync
         self.overflows = 0  # times the bounds were exceeded and output collapsed
         self.overflow_resyncs = 0  # streams resynced by those collapses
@@ -162,6 +167,7 @@ class Outbox:
         slot = message.slot
         key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
         items = self._items
+        was_empty = not items
         if message.ts and not self._first_ts:
             self._first_ts = message.ts
         item: _Item = message
@@ -181,15 +187,14 @@ class Outbox:
         count = len(items)
         if count > self.max_messages or self._bytes > self.max_bytes:
             self._collapse()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        if was_empty and self.on_pending is not None:
+            self.on_pending()
         return 2 * count >= self.max_messages or 2 * self._bytes >= self.max_bytes
 
     def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
         """Replace everything pending for `stream` by one `resync`, which absorbs later events."""
         items = self._items
+        was_empty = not items
         for key in [
             k for k, m in items.items() if m.stream == stream and not isinstance(m, _PendingResync)
         ]:
@@ -201,10 +206,8 @@ class Outbox:
             items[(stream, "\x00resync")] = pending
         else:
             pending.epoch, pending.offset = epoch, max(pending.offset, offset)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        if was_empty and self.on_pending is not None:
+            self.on_pending()
 
     def _collapse(self) -> None:
         newest: dict[str, _Item] = {}
@@ -234,17 +237,3 @@ class Outbox:
         self._bytes = 0
         self.drained_ts, self._first_ts = self._first_ts, 0.0
         return frame
-
-    async def wait(self) -> None:
-        """Wait until something is pending (or the outbox is closed)."""
-        while not self._items and not self._closed:
-            if self._waiter is None:
-                self._waiter = anyio.Event()
-            await self._waiter.wait()
-
-    def close(self) -> None:
-        """Wake the writer for good."""
-        self._closed = True
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None

@@ -22,10 +22,9 @@ from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 
 from ..auth import AuthRequest
-from ..connection import Connection
+from ..connection import PeerGone
 from ..errors import BackplaneError, CloseCode, HubClosed, Unauthorized
 from ..hub import Hub, _control
 from ..protocol import Cursor, Error, Goodbye, Hello, Offset
@@ -65,10 +64,6 @@ class _BadRequest(Exception):
     def __init__(self, code: CloseCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class _PeerGone(Exception):
-    pass
 
 
 class _Cursors:
@@ -165,7 +160,7 @@ class SSEEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
             code, reason = await self._session(scope, receive, send)
-        except _PeerGone:
+        except PeerGone:
             return
         except Exception:
             self.hub.metrics.errors += 1
@@ -210,7 +205,7 @@ class SSEEndpoint:
             except Exception:  # ASGI servers raise various errors once the peer is gone
                 peer_gone = True
                 conn.scope.cancel()
-                raise _PeerGone from None
+                raise PeerGone from None
             # There is no way up, so a write that went through is the sign of life the hub's
             # dead-peer check wants (a dead peer shows as a failed write or `http.disconnect`).
             conn.last_received = hub.clock()
@@ -218,18 +213,16 @@ class SSEEndpoint:
         try:
             with conn.scope:
                 await hub.open(conn, Hello(topics=topics, since=since))
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_run_writer, conn, send_frame, hub, tg)
-                    await _until_disconnect(receive)
-                    peer_gone = True
-                    tg.cancel_scope.cancel()
+                conn.attach(send_frame)
+                await _until_disconnect(receive)
+                peer_gone = True
         except BackplaneError as exc:
             logger.warning("backplane unavailable during an SSE handshake: %s", exc)
             return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
         finally:
             hub.unregister(conn)
         if peer_gone:
-            raise _PeerGone
+            raise PeerGone
         return conn.close_code, conn.close_reason
 
 
@@ -256,14 +249,6 @@ def _parse_request(scope: Scope, max_bytes: int) -> tuple[list[str], dict[str, C
         source = "since" if since_text is not None else "Last-Event-ID"
         raise _BadRequest(CloseCode.BAD_REQUEST, f"invalid {source}: {exc}") from None
     return topics, {}
-
-
-async def _run_writer(
-    conn: Connection, send_frame: Callable[[str], Awaitable[None]], hub: Hub, tg: TaskGroup
-) -> None:
-    with contextlib.suppress(_PeerGone):
-        await conn.run_writer(send_frame, hub.clock)
-    tg.cancel_scope.cancel()  # the outbox closed: the connection is over
 
 
 async def _until_disconnect(receive: Receive) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from ..auth import AuthRequest
-from ..connection import Connection
+from ..connection import Connection, PeerGone
 from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauthorized
 from ..hub import Hub, _control
 from ..protocol import (
@@ -37,10 +37,6 @@ Send = Callable[[ASGIMessage], Awaitable[None]]
 
 logger = logging.getLogger("liveupdates")
 _PONG = _control(ServerPong())
-
-
-class _PeerGone(Exception):
-    pass
 
 
 def _payload(message: ASGIMessage) -> str | bytes:
@@ -72,7 +68,7 @@ class WebSocketEndpoint:
         await send({"type": "websocket.accept", "subprotocol": chosen})
         try:
             code, reason = await self._session(scope, receive, send)
-        except _PeerGone:
+        except PeerGone:
             return
         except Exception:
             self.hub.metrics.errors += 1
@@ -95,7 +91,7 @@ class WebSocketEndpoint:
         if message is None:
             return CloseCode.HANDSHAKE_TIMEOUT, "no hello in time"
         if message["type"] == "websocket.disconnect":
-            raise _PeerGone
+            raise PeerGone
         try:
             hello = decode_client_frame(_payload(message), limits.max_frame_bytes)
         except ProtocolError as exc:
@@ -117,22 +113,20 @@ class WebSocketEndpoint:
             except Exception:  # ASGI servers raise various errors once the peer is gone
                 peer_gone = True
                 conn.scope.cancel()
-                raise _PeerGone from None
+                raise PeerGone from None
 
         try:
             with conn.scope:
                 await hub.open(conn, hello)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_run_writer, conn, send_frame, hub)
-                    peer_gone = await self._read_loop(conn, receive, scope)
-                    tg.cancel_scope.cancel()
+                conn.attach(send_frame)
+                peer_gone = await self._read_loop(conn, receive, scope)
         except BackplaneError as exc:
             logger.warning("backplane unavailable during a handshake: %s", exc)
             return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
         finally:
             hub.unregister(conn)
         if peer_gone:
-            raise _PeerGone
+            raise PeerGone
         return conn.close_code, conn.close_reason
 
     async def _read_loop(self, conn: Connection, receive: Receive, scope: Scope) -> bool:
@@ -187,13 +181,6 @@ class WebSocketEndpoint:
             conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
             return
         await self.hub.refresh(conn, principal)
-
-
-async def _run_writer(
-    conn: Connection, send_frame: Callable[[str], Awaitable[None]], hub: Hub
-) -> None:
-    with contextlib.suppress(_PeerGone):
-        await conn.run_writer(send_frame, hub.clock)
 
 
 async def _http_upgrade_required(scope: Scope, send: Send) -> None:

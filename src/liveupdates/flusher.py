@@ -1,0 +1,153 @@
+"""Sending: one flusher per hub, instead of a writer task per connection.
+
+A fan-out only queues messages (`Outbox.push`); an outbox that stops being empty puts its
+connection on the flusher's list. Once the publisher yields, the flusher drains each listed
+connection into one frame and starts sending it:
+
+- On asyncio the send starts eagerly, inside the flusher, and runs up to its first suspension.
+  A send into a socket that takes the bytes at once (the usual case) is complete right there:
+  a broadcast to N clients costs N calls, not N task wake-ups, and an idle connection has no
+  task waiting to write.
+- A send that has to wait (a client that reads slowly, a full socket buffer) goes on in a task
+  of its own, so no other client waits for it; that task also sends what its connection queues
+  meanwhile, then ends. On other event loops (trio) every send runs in such a task.
+
+`Connection.sending_since` is set while a send is under way: the hub's sweeper closes a
+connection whose send takes longer than `Limits.send_timeout` (a slow consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import anyio
+
+from .connection import Connection, PeerGone, SendFrame
+from .errors import CloseCode
+from .metrics import Metrics
+
+logger = logging.getLogger("liveupdates")
+Spawn = Callable[..., None]
+
+
+class Flusher:
+    """Sends what the connections of one hub have pending (`run` is the hub's task)."""
+
+    def __init__(
+        self, metrics: Metrics, clock: Callable[[], float], flush_interval: float, spawn: Spawn
+    ) -> None:
+        self.metrics, self.clock, self.flush_interval = metrics, clock, flush_interval
+        self._spawn = spawn
+        self._dirty: list[Connection] = []
+        self._wake: anyio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def schedule(self, conn: Connection) -> None:
+        """`conn` has something to send (its outbox stopped being empty)."""
+        self._dirty.append(conn)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
+    async def run(self) -> None:
+        """Flush the scheduled connections whenever there are some, forever."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: sends run in tasks
+            self._loop = None
+        while True:
+            while not self._dirty:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            if self.flush_interval:
+                await anyio.sleep(self.flush_interval)  # let more pile up: fewer, larger frames
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                sender = conn.sender
+                if sender is not None and conn.writer is None:
+                    frame = conn.outbox.drain()
+                    if frame is not None:
+                        self._start(conn, sender, frame)
+
+    def _start(self, conn: Connection, sender: SendFrame, frame: str) -> None:
+        if self._loop is None:
+            conn.writer = scope = anyio.CancelScope()
+            self._spawn(self._write_in_scope, conn, sender, scope, frame)
+            return
+        writing = self._write(conn, sender, frame)
+        try:
+            step = writing.send(None)
+        except StopIteration:
+            return  # sent without waiting
+        conn.writer = self._loop.create_task(_go_on(writing, step))
+
+    async def _write_in_scope(
+        self, conn: Connection, sender: SendFrame, scope: anyio.CancelScope, frame: str
+    ) -> None:
+        with scope:
+            if not scope.cancel_called:  # (the connection closed before this task started)
+                await self._write(conn, sender, frame)
+
+    async def _write(self, conn: Connection, sender: SendFrame, frame: str) -> None:
+        """Send `frame`, then what `conn` queues meanwhile, until its outbox is empty."""
+        outbox, metrics, clock = conn.outbox, self.metrics, self.clock
+        try:
+            while True:
+                conn.sending_since = clock()
+                await sender(frame)
+                conn.last_sent = clock()
+                conn.sending_since = 0.0
+                metrics.frames += 1
+                metrics.bytes_sent += len(frame)
+                if outbox.drained_ts:
+                    metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
+                if conn.closing is not None and not len(outbox):
+                    conn.close(*conn.closing)
+                    return
+                if conn.sender is not sender:
+                    return  # closed meanwhile
+                next_frame = outbox.drain()
+                if next_frame is None:
+                    return
+                frame = next_frame
+        except PeerGone:
+            pass  # the transport ends the connection
+        except Exception:
+            metrics.errors += 1
+            logger.exception("sending to %s failed", conn.id)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            conn.sending_since = 0.0
+            conn.writer = None
+
+
+async def _go_on(coro: Coroutine[Any, Any, None], step: Any) -> None:
+    await _resume(coro, step)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], step: Any) -> Generator[Any, Any, None]:
+    """Drive `coro`, started by hand and suspended at `step`, from the task awaiting this.
+
+    The event loop sees what `coro` yields and sends or throws back what it would have: the
+    task that runs this takes over exactly where the eager start stopped.
+    """
+    while True:
+        try:
+            sent = yield step
+        except BaseException as exc:
+            try:
+                step = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                step = coro.send(sent)
+            except StopIteration:
+                return
