@@ -1,0 +1,136 @@
+"""Sending over uvicorn: no task waits to write, and a client that stops reading delays nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from support import UvicornThread, ws_client
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from liveupdates import Event, Everyone, Hub, Limits
+from liveupdates.asgi import WebSocketEndpoint
+
+pytestmark = pytest.mark.anyio
+
+
+class Chunk(Event, tag="chunk"):
+    n: int
+    pad: str
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[UvicornThread]:
+    limits = Limits(outbox_max_messages=10_000, outbox_max_bytes=256 << 20, send_timeout=60)
+    hub = Hub(limits=limits)
+    app = Starlette(routes=[WebSocketRoute("/live", WebSocketEndpoint(hub))], lifespan=hub.lifespan)
+    server = UvicornThread(app).start()
+    server.hub = hub  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+async def _tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def _publish(hub: Hub, count: int, size: int) -> None:
+    for n in range(count):
+        await hub.publish(Chunk(n, "x" * size), to=Everyone)
+        await asyncio.sleep(0)  # as from separate requests: each event is flushed on its own
+
+
+async def test_a_connection_costs_one_task_idle_or_busy(server: UvicornThread) -> None:
+    hub: Hub = server.hub  # type: ignore[attr-defined]
+    before = await server.acall(_tasks)
+    async with ws_client(server) as first, ws_client(server) as second, ws_client(server) as third:
+        clients = (first, second, third)
+        for client in clients:
+            await client.handshake()
+        assert await server.acall(_tasks) == before + 3  # uvicorn's task per connection, no writer
+        await server.acall(_publish, hub, 200, 10)
+        for client in clients:
+            assert [event["n"] for event in await client.events(200)] == list(range(200))
+        assert await server.acall(_tasks) == before + 3  # and nothing left behind by the burst
+
+
+class StuckClient:
+    """A WebSocket client that reads nothing until asked to: the server's socket fills up."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.protocol = ClientProtocol(parse_uri("ws://127.0.0.1/live"), max_size=None)
+
+    @classmethod
+    async def open(cls, port: int) -> StuckClient:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)  # no autotuning to 32 MB
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        client = cls(*await asyncio.open_connection(sock=sock))
+        client.protocol.send_request(client.protocol.connect())
+        client._flush()
+        while client.protocol.state is not State.OPEN:
+            client.protocol.receive_data(await client.reader.read(1 << 16))
+        client.protocol.send_text(b'{"type":"hello"}')
+        client._flush()
+        return client
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.writer.write(data)
+
+    async def messages(self) -> list[dict[str, Any]]:
+        """The messages of the next frames that arrive (reading the socket again)."""
+        while True:
+            frames = [e for e in self.protocol.events_received() if isinstance(e, Frame)]
+            if frames:
+                return [m for frame in frames for m in json.loads(bytes(frame.data))]
+            self.protocol.receive_data(await self.reader.read(1 << 16))
+            self._flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_a_client_that_stops_reading_delays_nobody_and_loses_nothing(
+    server: UvicornThread, anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("the stuck client is an asyncio stream")
+    hub: Hub = server.hub  # type: ignore[attr-defined]
+    count, size = 400, 50_000  # 20 MB: far more than the socket buffers hold
+    stuck = await StuckClient.open(server.port)
+    try:
+        while not any(m["type"] == "subscribed" for m in await stuck.messages()):
+            pass
+        async with ws_client(server) as reader:
+            await reader.handshake()
+            received: list[int] = []
+
+            async def read_all() -> None:
+                received.extend(event["n"] for event in await reader.events(count))
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(read_all)
+                    await server.acall(_publish, hub, count, size)  # never waits for `stuck`
+            assert received == list(range(count))  # while `stuck` read nothing since `subscribed`
+
+        got: list[int] = []
+        with anyio.fail_after(30):
+            while len(got) < count:
+                got += [m["n"] for m in await stuck.messages() if m["type"] == "chunk"]
+        assert got == list(range(count))  # in order, once, when it reads again
+    finally:
+        stuck.close()
