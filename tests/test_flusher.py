@@ -29,7 +29,7 @@ class Chunk(Event, tag="chunk"):
     pad: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server() -> Iterator[UvicornThread]:
     limits = Limits(outbox_max_messages=10_000, outbox_max_bytes=256 << 20, send_timeout=60)
     hub = Hub(limits=limits)
