@@ -105,6 +105,12 @@ def rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -278,6 +284,9 @@ class LoadGens:
             gen.send(command)
         return [gen.receive(timeout) for gen in self.gens]
 
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(gen.process.pid) for gen in self.gens)
+
     def stop(self) -> None:
         for gen in self.gens:
             gen.stop()
@@ -353,6 +362,7 @@ def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -
         server.wait_connections(n, 60)
         time.sleep(args.settle)  # idle connections settle
         after = server.rss()
+        cpu = cpu_seconds(server.process.pid), gens.cpu_seconds()
         result: dict[str, Any] = {
             "stack": stack.name,
             "n": n,
@@ -368,6 +378,9 @@ def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -
         if n <= args.flood_max_n and args.flood_seconds > 0:
             count = round(FLOOD_RATE * args.flood_seconds)
             result["flood"] = scenario(server, gens, n, count, FLOOD_RATE, "flood", False)
+        # CPU seconds spent in the scenarios: the load generator should cost far less
+        result["server_cpu_s"] = cpu_seconds(server.process.pid) - cpu[0]
+        result["loadgen_cpu_s"] = gens.cpu_seconds() - cpu[1]
         return result
     finally:
         if gens is not None:
@@ -505,6 +518,13 @@ def main() -> int:
         return 2
     print()
     print(table(results))
+    shares = [(r["loadgen_cpu_s"] / max(r["server_cpu_s"], 1e-9), r) for r in results]
+    if shares:
+        high, worst = max(shares, key=lambda pair: pair[0])
+        print(
+            "load generator CPU over the scenarios, as a share of the server's: "
+            f"{min(s for s, _ in shares):.0%} to {high:.0%} ({worst['stack']} N={worst['n']})"
+        )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     if args.plots:

@@ -37,7 +37,7 @@ def nice_ticks(low: float, high: float, log: bool) -> list[float]:
 
 
 def label(value: float) -> str:
-    if value >= 1000:
+    if value >= 1000 and value % 100 == 0:
         return f"{value / 1000:g}k"
     return f"{value:g}"
 
@@ -53,9 +53,9 @@ def line_chart(
     points = [p for line in series.values() for p in line if p[1] > 0 or not log_y]
     xs = [x for x, _ in points] or [1.0, 10.0]
     ys = [y for _, y in points] or [1.0, 10.0]
-    x_ticks = nice_ticks(min(xs), max(xs), log=True)
+    x_ticks = sorted(set(xs))  # the values of N measured
     y_ticks = nice_ticks(min(ys) if log_y else 0.0, max(ys), log=log_y)
-    x0, x1 = math.log10(x_ticks[0]), math.log10(x_ticks[-1])
+    x0, x1 = math.log10(x_ticks[0]) - 0.1, math.log10(x_ticks[-1]) + 0.1
     ty: Callable[[float], float] = math.log10 if log_y else float
     y0, y1 = ty(y_ticks[0]), ty(y_ticks[-1])
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
