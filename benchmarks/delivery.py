@@ -33,6 +33,7 @@ import queue
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,14 +67,25 @@ STACKS = {
     s.name: s
     for s in [
         Stack("bare", "bare_app", "bare"),
-        Stack("liveupdates-memory", "liveupdates_app", "liveupdates"),
+        Stack(
+            "liveupdates-memory",
+            "liveupdates_app",
+            "liveupdates",
+            env={"BENCH_FLUSH_INTERVAL": "0"},
+        ),
         Stack(
             "liveupdates-memory-batching",
             "liveupdates_app",
             "liveupdates",
             env={"BENCH_FLUSH_INTERVAL": "0.01"},
         ),
-        Stack("liveupdates-redis", "liveupdates_app", "liveupdates", redis=True),
+        Stack(
+            "liveupdates-redis",
+            "liveupdates_app",
+            "liveupdates",
+            redis=True,
+            env={"BENCH_FLUSH_INTERVAL": "0"},
+        ),
         Stack(
             "liveupdates-redis-batching",
             "liveupdates_app",
@@ -498,6 +510,7 @@ def main() -> int:
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for the servers too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
 
     try:
         if args.idle:
