@@ -84,6 +84,17 @@ def test_overflow_collapses_into_a_resync_that_absorbs_later_events() -> None:
     ]
 
 
+def test_a_resync_takes_the_place_of_the_oldest_event_it_replaces() -> None:
+    outbox = Outbox(3, 1 << 20)
+    outbox.push(message("topic:a", 1, Note("1")))
+    outbox.push(message("topic:b", 1, Note("b")))
+    outbox.push(message("topic:a", 2, Note("2")))
+    outbox.push(Message('{"type":"pong"}'))  # a client's ping answered: the 4th message overflows
+    assert [(m["type"], m.get("stream")) for m in frame(outbox)] == [
+        ("resync", "topic:a"), ("resync", "topic:b"), ("pong", None),
+    ]  # fmt: skip  # what was queued before the pong is still before it
+
+
 def test_the_byte_bound_applies_too() -> None:
     outbox = Outbox(1000, 2000)
     for offset in range(1, 40):

@@ -12,10 +12,11 @@ sends the close with `close_code`. The hub's flusher sends what the outbox holds
 from __future__ import annotations
 
 import enum
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -25,7 +26,7 @@ from .limits import Limits, RateLimiter
 from .metrics import Metrics
 from .outbox import Message, Outbox
 
-SendFrame = Callable[[str], Awaitable[None]]
+SendFrame = Callable[[str], Coroutine[Any, Any, None]]
 
 
 class PeerGone(Exception):
@@ -107,7 +108,7 @@ class Connection:
         self.outbox = Outbox(
             limits.outbox_max_messages,
             limits.outbox_max_bytes,
-            None if on_pending is None else lambda: on_pending(self),
+            None if on_pending is None else functools.partial(on_pending, self),
         )
         self.sender: SendFrame | None = None  # the transport's, once attached
         self.writer: _Cancellable | None = None  # the task of a send that had to wait

@@ -68,24 +68,51 @@ class Flusher:
             if self.flush_interval:
                 await anyio.sleep(self.flush_interval)  # let more pile up: fewer, larger frames
             dirty, self._dirty = self._dirty, []
-            for conn in dirty:
-                sender = conn.sender
-                if sender is not None and conn.writer is None:
-                    frame = conn.outbox.drain()
-                    if frame is not None:
-                        self._start(conn, sender, frame)
+            self._flush(dirty)
 
-    def _start(self, conn: Connection, sender: SendFrame, frame: str) -> None:
-        if self._loop is None:
-            conn.writer = scope = anyio.CancelScope()
-            self._spawn(self._write_in_scope, conn, sender, scope, frame)
-            return
-        writing = self._write(conn, sender, frame)
-        try:
-            step = writing.send(None)
-        except StopIteration:
-            return  # sent without waiting
-        conn.writer = self._loop.create_task(_go_on(writing, step))
+    def _flush(self, conns: list[Connection]) -> None:
+        now, loop = self.clock(), self._loop
+        for conn in conns:
+            sender = conn.sender
+            if sender is None or conn.writer is not None:
+                continue  # not attached yet, closed, or its task sends what is pending
+            frame = conn.outbox.drain()
+            if frame is None:
+                continue
+            if loop is None:
+                conn.writer = scope = anyio.CancelScope()
+                self._spawn(self._write_in_scope, conn, sender, scope, frame)
+                continue
+            sending = sender(frame)
+            try:
+                step = sending.send(None)  # eagerly: most sends complete right here
+            except StopIteration:
+                self._sent(conn, frame, now)
+            except PeerGone:
+                pass  # the transport ends the connection
+            except Exception:
+                self._failed(conn)
+            else:  # the send must wait: it goes on in a task of its own
+                conn.sending_since = now
+                conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+
+    def _sent(self, conn: Connection, frame: str, now: float) -> bool:
+        """Count a frame sent; True when that was the last one before closing."""
+        conn.last_sent = now
+        metrics, outbox = self.metrics, conn.outbox
+        metrics.frames += 1
+        metrics.bytes_sent += len(frame)
+        if outbox.drained_ts:
+            metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
+        if conn.closing is not None and not len(outbox):
+            conn.close(*conn.closing)
+            return True
+        return False
+
+    def _failed(self, conn: Connection) -> None:
+        self.metrics.errors += 1
+        logger.exception("sending to %s failed", conn.id)
+        conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _write_in_scope(
         self, conn: Connection, sender: SendFrame, scope: anyio.CancelScope, frame: str
@@ -94,41 +121,37 @@ class Flusher:
             if not scope.cancel_called:  # (the connection closed before this task started)
                 await self._write(conn, sender, frame)
 
-    async def _write(self, conn: Connection, sender: SendFrame, frame: str) -> None:
-        """Send `frame`, then what `conn` queues meanwhile, until its outbox is empty."""
-        outbox, metrics, clock = conn.outbox, self.metrics, self.clock
+    async def _write(
+        self,
+        conn: Connection,
+        sender: SendFrame,
+        frame: str,
+        started: tuple[Coroutine[Any, Any, None], Any] | None = None,
+    ) -> None:
+        """Send `frame` (or finish its `started` send), then what `conn` queues meanwhile."""
+        clock = self.clock
         try:
             while True:
-                conn.sending_since = clock()
-                await sender(frame)
-                conn.last_sent = clock()
+                if started is None:
+                    conn.sending_since = clock()
+                    await sender(frame)
+                else:
+                    await _resume(*started)
+                    started = None
                 conn.sending_since = 0.0
-                metrics.frames += 1
-                metrics.bytes_sent += len(frame)
-                if outbox.drained_ts:
-                    metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
-                if conn.closing is not None and not len(outbox):
-                    conn.close(*conn.closing)
-                    return
-                if conn.sender is not sender:
+                if self._sent(conn, frame, clock()) or conn.sender is not sender:
                     return  # closed meanwhile
-                next_frame = outbox.drain()
+                next_frame = conn.outbox.drain()
                 if next_frame is None:
                     return
                 frame = next_frame
         except PeerGone:
             pass  # the transport ends the connection
         except Exception:
-            metrics.errors += 1
-            logger.exception("sending to %s failed", conn.id)
-            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+            self._failed(conn)
         finally:
             conn.sending_since = 0.0
             conn.writer = None
-
-
-async def _go_on(coro: Coroutine[Any, Any, None], step: Any) -> None:
-    await _resume(coro, step)
 
 
 @types.coroutine

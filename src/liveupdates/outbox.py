@@ -154,9 +154,17 @@ class Outbox:
     def push(self, message: Message) -> bool:
         """Queue a message without waiting; merge it or collapse the outbox when needed.
 
-        Returns True when the outbox is at least half full: the publisher should let the writer
-        run before it queues more.
+        Returns True when the outbox is at least half full: the publisher should let the
+        flusher run before it queues more.
         """
+        items = self._items
+        if not items and message.size <= self.max_bytes:  # nothing pending: the usual case
+            slot, stream = message.slot, message.stream
+            items[next(self._seq) if stream is None or slot is None else (stream, slot)] = message
+            self._bytes, self._first_ts = message.size, message.ts
+            if self.on_pending is not None:
+                self.on_pending()
+            return self.max_messages <= 2 or 2 * message.size >= self.max_bytes
         stream = message.stream
         if stream is not None and self._resyncs:
             resync = self._resyncs.get(stream)
@@ -166,7 +174,6 @@ class Outbox:
                 return False
         slot = message.slot
         key: _Key = next(self._seq) if stream is None or slot is None else (stream, slot)
-        items = self._items
         was_empty = not items
         if message.ts and not self._first_ts:
             self._first_ts = message.ts
@@ -192,20 +199,30 @@ class Outbox:
         return 2 * count >= self.max_messages or 2 * self._bytes >= self.max_bytes
 
     def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
-        """Replace everything pending for `stream` by one `resync`, which absorbs later events."""
+        """Replace everything pending for `stream` by one `resync`, which absorbs later events.
+
+        The `resync` takes the place of the oldest message it replaces: what was queued after
+        that (a `pong`, another stream's events) still comes after it.
+        """
         items = self._items
         was_empty = not items
-        for key in [
-            k for k, m in items.items() if m.stream == stream and not isinstance(m, _PendingResync)
-        ]:
-            self._bytes -= items.pop(key).size
-            self.merged += 1
         pending = self._resyncs.get(stream)
         if pending is None:
             pending = self._resyncs[stream] = _PendingResync(stream, epoch, offset, reason)
-            items[(stream, "\x00resync")] = pending
         else:
             pending.epoch, pending.offset = epoch, max(pending.offset, offset)
+        key: _Key = (stream, "\x00resync")
+        kept: dict[_Key, _Item] = {}
+        for k, item in items.items():
+            if item.stream != stream:
+                kept[k] = item
+            else:
+                if item is not pending:
+                    self._bytes -= item.size
+                    self.merged += 1
+                kept.setdefault(key, pending)
+        kept.setdefault(key, pending)
+        self._items = kept
         if was_empty and self.on_pending is not None:
             self.on_pending()
 
