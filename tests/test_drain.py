@@ -43,6 +43,10 @@ async def test_sigterm_drains_and_200_reconnects_spread_over_the_window(
     delays = [ms / 1000 for ms in result["reconnected_after_ms"]]
     assert len(delays) == CLIENTS, result["stuck"]  # every client came back...
     assert max(delays) < WINDOW + 1.0  # ...within the window (and a restart)
+    # They tried at moments spread over the window (those who tried before the new process
+    # was up got in a little later: when they got in also measures the restart, not them).
+    tries = [ms / 1000 for ms in result["tried_after_ms"]]
+    assert len(tries) == CLIENTS and max(tries) < WINDOW + 0.5  # (timers fire a little late)
     tenth = WINDOW / 10
-    busiest = max(sum(1 for d in delays if i * tenth <= d < (i + 1) * tenth) for i in range(10))
-    assert busiest <= CLIENTS / 5, f"{busiest} reconnects in one tenth of the window"
+    busiest = max(sum(1 for d in tries if i * tenth <= d < (i + 1) * tenth) for i in range(10))
+    assert busiest <= CLIENTS / 5, f"{busiest} reconnection attempts in one tenth of the window"

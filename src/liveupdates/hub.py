@@ -51,7 +51,11 @@ from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction
 
 logger = logging.getLogger("liveupdates")
-YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the writers get a turn
+YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the flusher gets a turn
+# After a drain, how long the server keeps serving before it gets the signal back: the clients'
+# replies to the close frames arrive meanwhile. A socket closed with unread input resets the
+# connection, and a client then loses what was still in flight to it (its goodbye, the 1001).
+CLOSE_LINGER = 0.5
 
 
 _control = control_message  # the transports' name for it
@@ -158,13 +162,16 @@ class Hub:
         """On SIGTERM (by default): drain, then hand the signal to whoever handled it before.
 
         Under uvicorn, that lets every client hear `goodbye` before the server closes sockets
-        on its own (with no retry window); uvicorn then shuts down as usual.
+        on its own (with no retry window); uvicorn then shuts down as usual. It gets the signal
+        `CLOSE_LINGER` seconds after the last connection closed: uvicorn closes at once the
+        sockets whose close frame was sent, without waiting for the client's reply.
         """
         previous = {sig: signal.getsignal(sig) for sig in self.drain_signals}
         with anyio.open_signal_receiver(*self.drain_signals) as signals:
             async for signum in signals:
                 logger.info("draining on %s", signal.Signals(signum).name)
                 await self.drain()
+                await anyio.sleep(CLOSE_LINGER)
                 break
         signal.signal(signum, previous[signum])
         signal.raise_signal(signum)

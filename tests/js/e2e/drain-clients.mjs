@@ -1,18 +1,21 @@
 // N browser clients (the shipped client.js, node's WebSocket) for tests/test_drain.py.
-// Prints "connected" once all are live (close codes seen are recorded); after the server's goodbye, records when each one is
-// live again (ms after its goodbye) and prints them as JSON once all are back (or at timeout).
+// Prints "connected" once all are live (close codes seen are recorded); after the server's goodbye, records when each one
+// first tries to connect again and when it is live again (ms after its goodbye), and prints them as JSON once all are back
+// (or at timeout).
 import { createClient } from '../../../src/liveupdates/static/client.js'
 
 const [url, count, timeoutMs] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])]
 const clients = []
 const back = []
+const tried = []
 let live = 0
 
 const codes = {}
-const recording = (trail) =>
+const recording = (trail, onNew) =>
   class RecordingWebSocket extends globalThis.WebSocket {
     constructor(...args) {
       super(...args)
+      onNew()
       trail.push([Math.round(performance.now()), 'ws-new'])
       this.addEventListener('open', () => trail.push([Math.round(performance.now()), 'ws-open']))
       this.addEventListener('close', (e) => {
@@ -24,9 +27,16 @@ const recording = (trail) =>
 const trails = []
 for (let i = 0; i < count; i++) {
   let goodbyeAt = null
+  let triedAgain = false
   const trail = []
   trails.push(trail)
-  const client = createClient({ url, WebSocket: recording(trail), base: 200 })
+  const onNew = () => {
+    if (goodbyeAt !== null && !triedAgain) {
+      triedAgain = true
+      tried.push(performance.now() - goodbyeAt)
+    }
+  }
+  const client = createClient({ url, WebSocket: recording(trail, onNew), base: 200 })
   client.onStatus((status, error) => trail.push([Math.round(performance.now()), status, error?.code]))
   client.on('message', (m) => {
     if (m.type === 'goodbye') goodbyeAt = performance.now()
@@ -48,6 +58,6 @@ const timer = setTimeout(done, timeoutMs)
 function done() {
   clearTimeout(timer)
   const stuck = trails.filter((t) => t.at(-1)?.[1] !== 'connected').slice(0, 3)
-  console.log(JSON.stringify({ reconnected_after_ms: back, close_codes: codes, stuck }))
+  console.log(JSON.stringify({ tried_after_ms: tried, reconnected_after_ms: back, close_codes: codes, stuck }))
   clients.forEach((c) => c.close())
 }
