@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -18,8 +20,9 @@ from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from liveupdates import Event, Everyone, Hub, Limits
+from liveupdates import Event, Everyone, Hub, Limits, Principal
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.protocol import Hello
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +137,36 @@ async def test_a_client_that_stops_reading_delays_nobody_and_loses_nothing(
         assert got == list(range(count))  # in order, once, when it reads again
     finally:
         stuck.close()
+
+
+async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("on trio every send runs in a task of its own")
+    async with Hub() as hub:
+        sent: list[str] = []
+        all_sent = anyio.Event()
+
+        async def costly_send(frame: str) -> None:
+            busy_until = time.perf_counter() + 0.0002  # the CPU a real send costs
+            while time.perf_counter() < busy_until:
+                pass
+            sent.append(frame)
+            if len(sent) == 100:
+                all_sent.set()
+
+        for _ in range(100):
+            conn = hub.connect(Principal(user=None), "websocket")
+            await hub.open(conn, Hello())
+            conn.attach(costly_send)
+        with anyio.fail_after(5):
+            await all_sent.wait()  # the welcomes
+        sent.clear()
+        seen: set[int] = set()
+        await hub.publish(Chunk(1, ""), to=Everyone)  # a pass of 20 ms
+        with anyio.fail_after(5):
+            while len(sent) < 100:
+                seen.add(len(sent))
+                await anyio.lowlevel.checkpoint()
+        assert seen - {0, 100}, "nothing else ran while the flusher sent to 100 connections"
+        for conn in hub.connections():
+            hub.unregister(conn)  # as their transport would once they end

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .connection import Connection, PeerGone, SendFrame
 from .errors import CloseCode
@@ -33,6 +34,10 @@ from .metrics import Metrics
 
 logger = logging.getLogger("liveupdates")
 Spawn = Callable[..., None]
+# A pass over many connections yields every SLICE seconds: a publisher waiting for its backplane
+# (Redis) adds its next events meanwhile, so the connections not yet flushed get them in the
+# same frame, and the process keeps reading its sockets.
+SLICE = 0.002
 
 
 class Flusher:
@@ -68,11 +73,19 @@ class Flusher:
             if self.flush_interval:
                 await anyio.sleep(self.flush_interval)  # let more pile up: fewer, larger frames
             dirty, self._dirty = self._dirty, []
-            self._flush(dirty)
+            done = self._flush(dirty, 0)
+            while done < len(dirty):  # a long pass lets publishers and readers in meanwhile
+                await anyio.lowlevel.checkpoint()
+                done = self._flush(dirty, done)
 
-    def _flush(self, conns: list[Connection]) -> None:
-        now, loop = self.clock(), self._loop
-        for conn in conns:
+    def _flush(self, conns: list[Connection], start: int) -> int:
+        """Send what `conns[start:]` have pending, for about `SLICE` seconds; where it stopped."""
+        now, loop, end = self.clock(), self._loop, len(conns)
+        deadline = time.perf_counter() + SLICE
+        for index in range(start, end):
+            if not index % 64 and time.perf_counter() > deadline:
+                return index
+            conn = conns[index]
             sender = conn.sender
             if sender is None or conn.writer is not None:
                 continue  # not attached yet, closed, or its task sends what is pending
@@ -95,6 +108,7 @@ class Flusher:
             else:  # the send must wait: it goes on in a task of its own
                 conn.sending_since = now
                 conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+        return end
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""
