@@ -170,3 +170,43 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
         assert seen - {0, 100}, "nothing else ran while the flusher sent to 100 connections"
         for conn in hub.connections():
             hub.unregister(conn)  # as their transport would once they end
+
+
+async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
+    anyio_backend: str,
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("on trio every send runs in a task of its own")
+    frames: list[list[dict[str, Any]]] = []
+
+    async def record(frame: str) -> None:
+        frames.append(json.loads(frame))
+
+    async with Hub() as hub:
+        conns = [hub.connect(Principal(user=None), "websocket") for _ in range(10)]
+        for conn in conns:
+            await hub.open(conn, Hello())
+            conn.attach(record)
+        with anyio.fail_after(5):
+            while len(frames) < 10:  # their welcomes
+                await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.05)  # the process has been quiet for a while
+        frames.clear()
+        seen: list[int] = []
+
+        async def look() -> None:
+            seen.append(len(frames))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(look)  # the next task to run, after the publisher
+            await hub.publish(Chunk(0, ""), to=Everyone)
+        assert seen == [10]  # sent to every client as it was fanned out, not by a later pass
+        for n in range(1, 21):  # a burst right after: queued, then batched
+            await hub.publish(Chunk(n, ""), to=Everyone)
+        assert len(frames) == 10
+        with anyio.fail_after(5):
+            while sum(len(frame) for frame in frames) < 10 * 21:
+                await anyio.lowlevel.checkpoint()
+        assert len(frames) == 20  # the burst: one more frame per client
+        for conn in conns:
+            hub.unregister(conn)  # as their transport would once they end

@@ -38,6 +38,11 @@ Spawn = Callable[..., None]
 # (Redis) adds its next events meanwhile, so the connections not yet flushed get them in the
 # same frame, and the process keeps reading its sockets.
 SLICE = 0.002
+# An event that finds the process quiet (nothing flushed for QUIET seconds) is sent while it is
+# fanned out, as a bare send loop would, for at most DIRECT_BUDGET seconds (the rest of its
+# connections go to the flusher): isolated events leave at once, close followers are batched.
+QUIET = 0.01
+DIRECT_BUDGET = 0.05
 
 
 class Flusher:
@@ -51,9 +56,31 @@ class Flusher:
         self._dirty: list[Connection] = []
         self._wake: anyio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._quiet_from = 0.0  # perf_counter time from which the process counts as quiet
+        self._direct_until = 0.0  # while a fan-out sends as it pushes: until when (else 0)
+        self._direct_now = 0.0  # ...and the clock's time when it started
+
+    def begin_fan_out(self) -> bool:
+        """A fan-out starts; True when it sends as it pushes (call `end_fan_out` then)."""
+        if self._loop is None or self.flush_interval or self._dirty:
+            return False
+        now = time.perf_counter()
+        if now < self._quiet_from:
+            return False  # another event was flushed a moment ago: batch this one
+        self._direct_until, self._direct_now = now + DIRECT_BUDGET, self.clock()
+        return True
+
+    def end_fan_out(self) -> None:
+        self._direct_until = 0.0
+        self._quiet_from = time.perf_counter() + QUIET
 
     def schedule(self, conn: Connection) -> None:
         """`conn` has something to send (its outbox stopped being empty)."""
+        if self._direct_until:
+            if time.perf_counter() < self._direct_until:
+                self._flush_one(conn, self._direct_now)
+                return
+            self._direct_until = 0.0  # over budget: the flusher sends to the others
         self._dirty.append(conn)
         wake = self._wake
         if wake is not None:
@@ -77,38 +104,42 @@ class Flusher:
             while done < len(dirty):  # a long pass lets publishers and readers in meanwhile
                 await anyio.lowlevel.checkpoint()
                 done = self._flush(dirty, done)
+            self._quiet_from = time.perf_counter() + QUIET
 
     def _flush(self, conns: list[Connection], start: int) -> int:
         """Send what `conns[start:]` have pending, for about `SLICE` seconds; where it stopped."""
-        now, loop, end = self.clock(), self._loop, len(conns)
+        now, end = self.clock(), len(conns)
         deadline = time.perf_counter() + SLICE
         for index in range(start, end):
             if not index % 64 and time.perf_counter() > deadline:
                 return index
-            conn = conns[index]
-            sender = conn.sender
-            if sender is None or conn.writer is not None:
-                continue  # not attached yet, closed, or its task sends what is pending
-            frame = conn.outbox.drain()
-            if frame is None:
-                continue
-            if loop is None:
-                conn.writer = scope = anyio.CancelScope()
-                self._spawn(self._write_in_scope, conn, sender, scope, frame)
-                continue
-            sending = sender(frame)
-            try:
-                step = sending.send(None)  # eagerly: most sends complete right here
-            except StopIteration:
-                self._sent(conn, frame, now)
-            except PeerGone:
-                pass  # the transport ends the connection
-            except Exception:
-                self._failed(conn)
-            else:  # the send must wait: it goes on in a task of its own
-                conn.sending_since = now
-                conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+            self._flush_one(conns[index], now)
         return end
+
+    def _flush_one(self, conn: Connection, now: float) -> None:
+        sender = conn.sender
+        if sender is None or conn.writer is not None:
+            return  # not attached yet, closed, or its task sends what is pending
+        frame = conn.outbox.drain()
+        if frame is None:
+            return
+        loop = self._loop
+        if loop is None:
+            conn.writer = scope = anyio.CancelScope()
+            self._spawn(self._write_in_scope, conn, sender, scope, frame)
+            return
+        sending = sender(frame)
+        try:
+            step = sending.send(None)  # eagerly: most sends complete right here
+        except StopIteration:
+            self._sent(conn, frame, now)
+        except PeerGone:
+            pass  # the transport ends the connection
+        except Exception:
+            self._failed(conn)
+        else:  # the send must wait: it goes on in a task of its own
+            conn.sending_since = now
+            conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""

@@ -92,8 +92,10 @@ class Hub:
         self._token: EventLoopToken | None = None
         self._thread = 0
         self.metrics = Metrics()
-        self._routes = Streams(self.backplane, self.metrics, self._spawn, self._on_backplane_reset)
         self._flusher = Flusher(self.metrics, clock, self.limits.flush_interval, self._spawn)
+        self._routes = Streams(
+            self.backplane, self.metrics, self._spawn, self._on_backplane_reset, self._flusher
+        )
         self._accepting = False
         self._unannounced: set[str] = set()  # streams with a failed publish
         self._last_yield = 0.0

@@ -17,6 +17,7 @@ from .backplanes import Backplane
 from .connection import Connection
 from .control import CONTROL_SLOT, Resync, decode_control
 from .errors import BackplaneError, CloseCode
+from .flusher import Flusher
 from .metrics import Metrics
 from .outbox import Message, control_message, event_message, position_prefix
 from .positions import Position, Publication
@@ -50,8 +51,9 @@ class Streams:
         metrics: Metrics,
         spawn: Spawn,
         on_reset: Callable[[], None],
+        flusher: Flusher,
     ) -> None:
-        self.backplane, self.metrics = backplane, metrics
+        self.backplane, self.metrics, self.flusher = backplane, metrics, flusher
         self._spawn, self._on_reset = spawn, on_reset
         self._streams: dict[str, _Stream] = {}
         self.filling = False  # a fan-out found an outbox half full: let the writers run
@@ -109,9 +111,14 @@ class Streams:
             return
         message = self._message(state, publication)
         filling = False
-        for conn in state.conns:
-            if conn.push(message):
-                filling = True
+        direct = self.flusher.begin_fan_out()  # send as it pushes, when the process is quiet
+        try:
+            for conn in state.conns:
+                if conn.push(message):
+                    filling = True
+        finally:
+            if direct:
+                self.flusher.end_fan_out()
         self.filling |= filling
         self.metrics.deliveries += len(state.conns)
 
