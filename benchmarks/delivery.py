@@ -497,7 +497,7 @@ def main() -> int:
     )
     parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=list(STACKS))
-    parser.add_argument("--rate-seconds", type=float, default=3.0)
+    parser.add_argument("--rate-seconds", type=float, default=8.0)
     parser.add_argument("--flood-seconds", type=float, default=1.0)
     parser.add_argument("--flood-max-n", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=1.0, help="s before reading memory")
