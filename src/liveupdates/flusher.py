@@ -1,8 +1,9 @@
 """Sending: one flusher per hub, instead of a writer task per connection.
 
-A fan-out only queues messages (`Outbox.push`); an outbox that stops being empty puts its
-connection on the flusher's list. Once the publisher yields, the flusher drains each listed
-connection into one frame and starts sending it:
+A fan-out queues messages (`Outbox.push`); an outbox that stops being empty puts its connection
+on the flusher's list. Once the publisher yields, the flusher drains each listed connection into
+one frame and starts sending it. An event that finds the process quiet skips the list: each
+connection is flushed as the fan-out reaches it, as in a bare send loop. Either way:
 
 - On asyncio the send starts eagerly, inside the flusher, and runs up to its first suspension.
   A send into a socket that takes the bytes at once (the usual case) is complete right there:
