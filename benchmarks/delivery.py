@@ -4,6 +4,7 @@
     python -m benchmarks.delivery -n 1000 --stacks bare liveupdates-memory
     python -m benchmarks.delivery --plots docs/img --json /tmp/bench.json
     python -m benchmarks.delivery --idle 20000             # idle connections, one broadcast
+    python -m benchmarks.delivery --pin                    # server on one CPU, clients on others
 
 For each N and each stack, the driver starts the server under uvicorn (one worker), measures its
 resident memory before and after N clients connect, then runs the scenarios through the load
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,16 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
+# --pin: the server on one CPU, the load generators and redis-server on the others
+AFFINITY: dict[str, set[int]] = {}
+
+
+def pinned(role: str) -> Callable[[], None] | None:
+    """For `Popen(preexec_fn=...)`: keep the process of `role` ("server", "clients") on its CPUs."""
+    cpus = AFFINITY.get(role)
+    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
+
+
 # redis-server -------------------------------------------------------------------------------
 
 
@@ -147,6 +159,7 @@ def start_redis() -> str:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", directory, "--maxclients", "10000"],
         stdout=subprocess.DEVNULL,
+        preexec_fn=pinned("clients"),
     )  # fmt: skip
     atexit.register(shutil.rmtree, directory, True)
     atexit.register(stop, process)
@@ -185,7 +198,7 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             "--no-access-log", "--backlog", "4096",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned("server"))
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -237,8 +250,9 @@ class LoadGen:
             "--timeout", str(timeout),
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
-        )
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            preexec_fn=pinned("clients"),
+        )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -507,7 +521,13 @@ def main() -> int:
     parser.add_argument(
         "--idle", type=int, metavar="N", help="instead: N idle connections, one broadcast"
     )
+    parser.add_argument(
+        "--pin", action="store_true", help="the server on one CPU, the clients on the others"
+    )
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) > 1:
+        AFFINITY.update(server={cpus[0]}, clients=set(cpus[1:]))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for the servers too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started

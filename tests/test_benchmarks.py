@@ -27,7 +27,7 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
     command = [
         sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
         "--rate-seconds", "0.4", "--flood-seconds", "0.3", "--settle", "0.2",
-        "--json", str(output), "--plots", str(tmp_path / "img"),
+        "--json", str(output), "--plots", str(tmp_path / "img"), "--pin",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout + done.stderr
