@@ -63,10 +63,10 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
-        "_gates",
-        "close_code",
+                "close_code",
         "close_reason",
         "closing",
+        "gates",
         "id",
         "last_received",
         "last_sent",
@@ -122,7 +122,7 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         # stream -> held messages while the stream is being joined, or an offset floor
-        self._gates: dict[str, list[Message] | tuple[str, int]] = {}
+        self.gates: dict[str, list[Message] | tuple[str, int]] = {}
 
     @property
     def user(self) -> str | None:
@@ -130,20 +130,20 @@ class Connection:
 
     def push(self, message: Message) -> bool:
         """Queue a message for this client without waiting; True when its outbox fills up."""
-        if self._gates:
-            gate = self._gates.get(message.stream) if message.stream is not None else None
+        if self.gates:
+            gate = self.gates.get(message.stream) if message.stream is not None else None
             if gate is not None:
                 if isinstance(gate, list):
                     gate.append(message)
                     return False
                 if message.epoch == gate[0] and message.offset <= gate[1]:
                     return False  # already replayed to this client
-                del self._gates[message.stream]  # type: ignore[arg-type]
+                del self.gates[message.stream]  # type: ignore[arg-type]
         return self.outbox.push(message)
 
     def hold(self, stream: str) -> None:
         """Hold `stream`'s live messages aside while the stream is being joined."""
-        self._gates[stream] = []
+        self.gates[stream] = []
 
     def release(self, stream: str, epoch: str, offset: int) -> None:
         """Stop holding `stream`: queue held messages newer than (epoch, offset).
@@ -151,13 +151,13 @@ class Connection:
         Messages of `stream` up to `offset` that arrive later (a backplane's live path lagging
         behind its history) are dropped.
         """
-        held = self._gates.pop(stream, None)
+        held = self.gates.pop(stream, None)
         floor = offset
         for message in held if isinstance(held, list) else ():
             if message.epoch != epoch or message.offset > floor:
                 self.outbox.push(message)
                 epoch, floor = message.epoch, message.offset
-        self._gates[stream] = (epoch, floor)
+        self.gates[stream] = (epoch, floor)
 
     def attach(self, sender: SendFrame) -> None:
         """Start sending with `sender` (the transport's), beginning with what is pending."""

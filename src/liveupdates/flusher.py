@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import anyio
@@ -32,6 +32,7 @@ import anyio.lowlevel
 from .connection import Connection, PeerGone, SendFrame
 from .errors import CloseCode
 from .metrics import Metrics
+from .outbox import Message
 
 logger = logging.getLogger("liveupdates")
 Spawn = Callable[..., None]
@@ -58,30 +59,51 @@ class Flusher:
         self._wake: anyio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet_from = 0.0  # perf_counter time from which the process counts as quiet
-        self._direct_until = 0.0  # while a fan-out sends as it pushes: until when (else 0)
-        self._direct_now = 0.0  # ...and the clock's time when it started
 
-    def begin_fan_out(self) -> bool:
-        """A fan-out starts; True when it sends as it pushes (call `end_fan_out` then)."""
+    def fan_out(self, conns: Iterable[Connection], message: Message) -> bool:
+        """Queue `message` for each of `conns`; True when an outbox is at least half full.
+
+        When the process is quiet, the message is sent as the fan-out reaches each connection
+        that has nothing else pending (as a bare send loop would), for at most `DIRECT_BUDGET`
+        seconds; the others, and the rest once over budget, get it through their outboxes.
+        """
         if self._loop is None or self.flush_interval or self._dirty:
-            return False
-        now = time.perf_counter()
-        if now < self._quiet_from:
-            return False  # another event was flushed a moment ago: batch this one
-        self._direct_until, self._direct_now = now + DIRECT_BUDGET, self.clock()
-        return True
-
-    def end_fan_out(self) -> None:
-        self._direct_until = 0.0
+            return _push_all(conns, message)
+        start = time.perf_counter()
+        if start < self._quiet_from:
+            return _push_all(conns, message)  # another event was flushed a moment ago: batch
+        loop, frame, now = self._loop, message.frame, self.clock()
+        deadline, filling, sent, count = start + DIRECT_BUDGET, False, 0, 0
+        remaining = iter(conns)
+        for conn in remaining:
+            sender = conn.sender
+            if sender is None or conn.writer is not None or conn.gates or len(conn.outbox):
+                filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
+                self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
+                continue
+            sending = sender(frame)
+            try:
+                step = sending.send(None)  # eagerly: most sends complete right here
+            except StopIteration:
+                sent += 1
+                conn.last_sent = now
+            except PeerGone:
+                pass  # the transport ends the connection
+            except Exception:
+                self._failed(conn)
+            else:  # the send must wait: it goes on in a task of its own
+                conn.sending_since = now
+                conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+            count += 1
+            if not count & 63 and time.perf_counter() > deadline:
+                break  # over budget: the flusher sends to the others
+        self._count(sent, frame, message.ts)
+        filling |= _push_all(remaining, message)
         self._quiet_from = time.perf_counter() + QUIET
+        return filling
 
     def schedule(self, conn: Connection) -> None:
         """`conn` has something to send (its outbox stopped being empty)."""
-        if self._direct_until:
-            if time.perf_counter() < self._direct_until:
-                self._flush_one(conn, self._direct_now)
-                return
-            self._direct_until = 0.0  # over budget: the flusher sends to the others
         self._dirty.append(conn)
         wake = self._wake
         if wake is not None:
@@ -145,15 +167,20 @@ class Flusher:
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""
         conn.last_sent = now
-        metrics, outbox = self.metrics, conn.outbox
-        metrics.frames += 1
-        metrics.bytes_sent += len(frame)
-        if outbox.drained_ts:
-            metrics.lag.observe(max(0.0, time.time() - outbox.drained_ts))
+        outbox = conn.outbox
+        self._count(1, frame, outbox.drained_ts)
         if conn.closing is not None and not len(outbox):
             conn.close(*conn.closing)
             return True
         return False
+
+    def _count(self, frames: int, frame: str, published: float) -> None:
+        """Count `frames` sends of `frame`, whose oldest event was published at `published`."""
+        metrics = self.metrics
+        metrics.frames += frames
+        metrics.bytes_sent += frames * len(frame)
+        if published and frames:
+            metrics.lag.observe(max(0.0, time.time() - published), frames)
 
     def _failed(self, conn: Connection) -> None:
         self.metrics.errors += 1
@@ -198,6 +225,14 @@ class Flusher:
         finally:
             conn.sending_since = 0.0
             conn.writer = None
+
+
+def _push_all(conns: Iterable[Connection], message: Message) -> bool:
+    filling = False
+    for conn in conns:
+        if conn.push(message):
+            filling = True
+    return filling
 
 
 @types.coroutine

@@ -25,9 +25,9 @@ class LagHistogram:
         self.counts = [0] * (len(LAG_BUCKETS) + 1)  # the last one is +Inf
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1
-        self.sum += seconds
+    def observe(self, seconds: float, times: int = 1) -> None:
+        self.counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += times
+        self.sum += seconds * times
 
     @property
     def count(self) -> int:

@@ -110,16 +110,8 @@ class Streams:
             self._apply_control(state, publication)
             return
         message = self._message(state, publication)
-        filling = False
-        direct = self.flusher.begin_fan_out()  # send as it pushes, when the process is quiet
-        try:
-            for conn in state.conns:
-                if conn.push(message):
-                    filling = True
-        finally:
-            if direct:
-                self.flusher.end_fan_out()
-        self.filling |= filling
+        if self.flusher.fan_out(state.conns, message):
+            self.filling = True
         self.metrics.deliveries += len(state.conns)
 
     def _apply_control(self, state: _Stream, publication: Publication) -> None:
