@@ -22,7 +22,8 @@ from websockets.uri import parse_uri
 
 from liveupdates import Event, Everyone, Hub, Limits, Principal
 from liveupdates.asgi import WebSocketEndpoint
-from liveupdates.protocol import Hello
+from liveupdates.outbox import control_message
+from liveupdates.protocol import Hello, ServerPong
 
 pytestmark = pytest.mark.anyio
 
@@ -210,3 +211,65 @@ async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
         assert len(frames) == 20  # the burst: one more frame per client
         for conn in conns:
             hub.unregister(conn)  # as their transport would once they end
+
+
+async def _costly_clients(hub: Hub, count: int) -> dict[str, list[Any]]:
+    """`count` connections whose sends each cost 0.2 ms of CPU, as real sends do; what each got."""
+    received: dict[str, list[Any]] = {}
+    for _ in range(count):
+        conn = hub.connect(Principal(user=None), "websocket")
+        await hub.open(conn, Hello())
+        got = received[conn.id] = []
+
+        async def costly_send(frame: str, got: list[Any] = got) -> None:
+            busy_until = time.perf_counter() + 0.0002
+            while time.perf_counter() < busy_until:
+                pass
+            got.extend(json.loads(frame))
+
+        conn.attach(costly_send)
+    with anyio.fail_after(5):
+        while sum(map(len, received.values())) < 2 * count:  # welcome, subscribed
+            await anyio.lowlevel.checkpoint()
+    await anyio.sleep(0.05)  # the process has been quiet for a while
+    return received
+
+
+def _kinds(messages: list[dict[str, Any]]) -> list[str]:
+    """What came after `welcome` and `subscribed`: chunk1, pong..."""
+    assert [m["type"] for m in messages[:2]] == ["welcome", "subscribed"]
+    return [f"{m['type']}{m.get('n', '')}" for m in messages[2:]]
+
+
+async def test_what_is_queued_during_a_broadcast_comes_after_it(anyio_backend: str) -> None:
+    """A broadcast to many clients is sent over several turns of the event loop; an event
+    published meanwhile, and a control message such as a pong, must not overtake it."""
+    async with Hub() as hub:
+        received = await _costly_clients(hub, 300)  # a broadcast of about 60 ms
+        conns = list(hub.connections())
+        await hub.publish(Chunk(1, ""), to=Everyone)  # returns with part of it sent
+        conns[-1].push(control_message(ServerPong()))  # the last one has not had it yet
+        await hub.publish(Chunk(2, ""), to=Everyone)
+        with anyio.fail_after(5):
+            while sum(map(len, received.values())) < 300 * 4 + 1:
+                await anyio.lowlevel.checkpoint()
+        assert _kinds(received[conns[-1].id]) == ["chunk1", "pong", "chunk2"]
+        assert all(_kinds(received[conn.id]) == ["chunk1", "chunk2"] for conn in conns[:-1])
+        for conn in conns:
+            hub.unregister(conn)
+
+
+async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first(
+    anyio_backend: str,
+) -> None:
+    async with Hub() as hub:
+        received = await _costly_clients(hub, 300)
+        conns = list(hub.connections())
+        await hub.publish(Chunk(1, ""), to=Everyone)  # returns with part of it sent
+        conns[-1].close_when_flushed(4000, "bye")  # the broadcast has not reached it yet
+        with anyio.fail_after(5):
+            while conns[-1].close_code is None:
+                await anyio.lowlevel.checkpoint()
+        assert _kinds(received[conns[-1].id]) == ["chunk1"]
+        for conn in conns:
+            hub.unregister(conn)

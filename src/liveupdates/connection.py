@@ -24,7 +24,7 @@ from .auth import Principal
 from .errors import CloseCode
 from .limits import Limits, RateLimiter
 from .metrics import Metrics
-from .outbox import Message, Outbox
+from .outbox import Message, OrderGuard, Outbox
 
 SendFrame = Callable[[str], Coroutine[Any, Any, None]]
 
@@ -73,6 +73,7 @@ class Connection:
         "limits",
         "metrics",
         "outbox",
+        "pending",
         "principal",
         "rate",
         "scope",
@@ -96,6 +97,7 @@ class Connection:
         now: float,
         metrics: Metrics | None = None,
         on_pending: Callable[[Connection], None] | None = None,
+        guard: OrderGuard | None = None,
     ) -> None:
         self.id = id
         self.metrics = metrics or Metrics()
@@ -109,7 +111,9 @@ class Connection:
             limits.outbox_max_messages,
             limits.outbox_max_bytes,
             None if on_pending is None else functools.partial(on_pending, self),
+            guard,
         )
+        self.pending = self.outbox.items  # (what the flusher looks at, without a call)
         self.sender: SendFrame | None = None  # the transport's, once attached
         self.writer: _Cancellable | None = None  # the task of a send that had to wait
         self.rate = RateLimiter(limits.rate, limits.burst, now)
@@ -175,6 +179,7 @@ class Connection:
 
     def close_when_flushed(self, code: int, reason: str = "") -> None:
         """Close with `code` once everything pending has been sent."""
+        self.outbox.settle()
         if not len(self.outbox) and self.writer is None:
             self.close(code, reason)
         else:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -32,7 +32,7 @@ import anyio.lowlevel
 from .connection import Connection, PeerGone, SendFrame
 from .errors import CloseCode
 from .metrics import Metrics
-from .outbox import Message
+from .outbox import Message, OrderGuard
 
 logger = logging.getLogger("liveupdates")
 Spawn = Callable[..., None]
@@ -40,11 +40,10 @@ Spawn = Callable[..., None]
 # (Redis) adds its next events meanwhile, so the connections not yet flushed get them in the
 # same frame, and the process keeps reading its sockets.
 SLICE = 0.002
-# An event that finds the process quiet (nothing flushed for QUIET seconds) is sent while it is
-# fanned out, as a bare send loop would, for at most DIRECT_BUDGET seconds (the rest of its
-# connections go to the flusher): isolated events leave at once, close followers are batched.
+# An event that finds the process quiet (nothing flushed for QUIET seconds) is sent as it is
+# fanned out, as a bare send loop would: isolated events leave at once, close followers are
+# batched through the outboxes.
 QUIET = 0.01
-DIRECT_BUDGET = 0.05
 
 
 class Flusher:
@@ -59,67 +58,114 @@ class Flusher:
         self._wake: anyio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet_from = 0.0  # perf_counter time from which the process counts as quiet
+        # a broadcast in progress: its message, and the connections it has yet to reach
+        self._broadcast: tuple[Message, Iterator[Connection]] | None = None
+        self.guard = OrderGuard(self._settle)
 
     def fan_out(self, conns: Iterable[Connection], message: Message) -> bool:
         """Queue `message` for each of `conns`; True when an outbox is at least half full.
 
-        When the process is quiet, the message is sent as the fan-out reaches each connection
-        that has nothing else pending (as a bare send loop would), for at most `DIRECT_BUDGET`
-        seconds; the others, and the rest once over budget, get it through their outboxes.
+        When the process is quiet, the message is sent to each connection as the fan-out
+        reaches it, as a bare send loop would; after `SLICE` seconds the flusher carries on
+        from there (the broadcast is then in progress). Otherwise, or to a connection that has
+        something else pending, it goes through the outbox.
         """
-        if self._loop is None or self.flush_interval or self._dirty:
+        if self._broadcast is not None:
+            self._settle()  # the broadcast in progress first, in every outbox
+        if (
+            self._loop is None
+            or self.flush_interval
+            or self._dirty
+            or time.perf_counter() < self._quiet_from  # a flush a moment ago: batch this one
+        ):
             return _push_all(conns, message)
-        start = time.perf_counter()
-        if start < self._quiet_from:
-            return _push_all(conns, message)  # another event was flushed a moment ago: batch
-        loop, frame, now = self._loop, message.frame, self.clock()
-        deadline, filling, sent, count = start + DIRECT_BUDGET, False, 0, 0
         remaining = iter(conns)
-        for conn in remaining:
-            sender = conn.sender
-            if sender is None or conn.writer is not None or conn.gates or len(conn.outbox):
-                filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
-                self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
-                continue
-            sending = sender(frame)
-            try:
-                step = sending.send(None)  # eagerly: most sends complete right here
-            except StopIteration:
-                sent += 1
-                conn.last_sent = now
-            except PeerGone:
-                pass  # the transport ends the connection
-            except Exception:
-                self._failed(conn)
-            else:  # the send must wait: it goes on in a task of its own
-                conn.sending_since = now
-                conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
-            count += 1
-            if not count & 63 and time.perf_counter() > deadline:
-                break  # over budget: the flusher sends to the others
-        self._count(sent, frame, message.ts)
-        filling |= _push_all(remaining, message)
-        self._quiet_from = time.perf_counter() + QUIET
+        filling, done = self._send(remaining, message)
+        if done:
+            self._quiet_from = time.perf_counter() + QUIET
+        else:  # (a snapshot: conns may change meanwhile)
+            self._broadcast = message, iter(list(remaining))
+            self.guard.active = True
+            self._wake_up()
         return filling
 
     def schedule(self, conn: Connection) -> None:
         """`conn` has something to send (its outbox stopped being empty)."""
         self._dirty.append(conn)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
         wake = self._wake
         if wake is not None:
             self._wake = None
             wake.set()
 
+    def _send(self, conns: Iterator[Connection], message: Message) -> tuple[bool, bool]:
+        """Send `message` straight to `conns` for about `SLICE` seconds.
+
+        Returns (an outbox is at least half full, `conns` are exhausted).
+        """
+        loop, frame, now = self._loop, message.frame, self.clock()
+        assert loop is not None
+        deadline = time.perf_counter() + SLICE
+        filling, done, sent = False, True, 0
+        for count, conn in enumerate(conns, 1):
+            sender = conn.sender
+            if sender is None or conn.writer is not None or conn.gates or conn.pending:
+                filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
+                self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
+            else:
+                sending = sender(frame)
+                try:
+                    step = sending.send(None)  # eagerly: most sends complete right here
+                except StopIteration:
+                    sent += 1
+                    conn.last_sent = now
+                except PeerGone:
+                    pass  # the transport ends the connection
+                except Exception:
+                    self._failed(conn)
+                else:  # the send must wait: it goes on in a task of its own
+                    conn.sending_since = now
+                    conn.writer = loop.create_task(
+                        self._write(conn, sender, frame, (sending, step))
+                    )
+            if not count & 63 and time.perf_counter() > deadline:
+                done = False
+                break
+        self._count(sent, frame, message.ts)
+        return filling, done
+
+    def _settle(self) -> None:
+        """Something else is queued while a broadcast is in progress: queue its message first
+        in every outbox it has yet to reach, so that each connection keeps the order."""
+        broadcast, self._broadcast = self._broadcast, None
+        self.guard.active = False
+        if broadcast is not None:
+            message, conns = broadcast
+            _push_all(conns, message)
+
     async def run(self) -> None:
-        """Flush the scheduled connections whenever there are some, forever."""
+        """Send the broadcast in progress and flush the scheduled connections, forever."""
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:  # not asyncio: sends run in tasks
             self._loop = None
         while True:
-            while not self._dirty:
+            while not self._dirty and self._broadcast is None:
                 self._wake = anyio.Event()
                 await self._wake.wait()
+            broadcast = self._broadcast
+            if broadcast is not None:
+                self.guard.active = False  # (its own pushes need no settling)
+                _, finished = self._send(broadcast[1], broadcast[0])
+                if finished:
+                    self._broadcast = None
+                    self._quiet_from = time.perf_counter() + QUIET
+                else:
+                    self.guard.active = True
+                await anyio.lowlevel.checkpoint()  # publishers and readers get a turn
+                continue
             if self.flush_interval:
                 await anyio.sleep(self.flush_interval)  # let more pile up: fewer, larger frames
             dirty, self._dirty = self._dirty, []

@@ -328,7 +328,7 @@ class Hub:
         conn_id = f"{self._id_prefix}-{next(self._ids)}"
         conn = Connection(
             conn_id, principal, transport, self.limits, self.clock(), self.metrics,
-            self._flusher.schedule,
+            self._flusher.schedule, self._flusher.guard,
         )  # fmt: skip
         self._conns[conn_id] = conn
         if principal.user is not None:

@@ -113,6 +113,21 @@ class _PendingResync:
         return encode_message(Resync(self.stream, self.epoch, self.offset, self.reason))
 
 
+class OrderGuard:
+    """Shared by the outboxes of one hub: while `active`, anything queued calls `settle` first.
+
+    The flusher activates it while a broadcast is in progress (its message not yet in the
+    outboxes of the connections it has yet to reach); `settle` queues that message there, so
+    that whatever comes next is queued after it.
+    """
+
+    __slots__ = ("active", "settle")
+
+    def __init__(self, settle: Callable[[], None]) -> None:
+        self.active = False
+        self.settle = settle
+
+
 _Key = tuple[str, str] | int
 _Item = Message | _PendingInvalidate | _PendingResync
 
@@ -125,16 +140,21 @@ class Outbox:
     """
 
     __slots__ = (
-        "_bytes", "_first_ts", "_items", "_resyncs", "_seq", "drained_ts", "max_bytes",
+        "_bytes", "_first_ts", "_resyncs", "_seq", "drained_ts", "guard", "items", "max_bytes",
         "max_messages", "merged", "on_pending", "overflow_resyncs", "overflows",
     )  # fmt: skip
 
     def __init__(
-        self, max_messages: int, max_bytes: int, on_pending: Callable[[], None] | None = None
+        self,
+        max_messages: int,
+        max_bytes: int,
+        on_pending: Callable[[], None] | None = None,
+        guard: OrderGuard | None = None,
     ) -> None:
         self.max_messages, self.max_bytes = max_messages, max_bytes
-        self.on_pending = on_pending
-        self._items: dict[_Key, _Item] = {}
+        self.on_pending, self.guard = on_pending, guard
+        # what is pending; the same dict for the outbox's lifetime (a connection watches it)
+        self.items: dict[_Key, _Item] = {}
         self._resyncs: dict[str, _PendingResync] = {}
         self._seq = itertools.count()
         self._bytes = 0
@@ -145,7 +165,7 @@ class Outbox:
         self.drained_ts = 0.0  # ...of the oldest event in the last drained frame (0: none)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     @property
     def pending_bytes(self) -> int:
@@ -157,7 +177,10 @@ class Outbox:
         Returns True when the outbox is at least half full: the publisher should let the
         flusher run before it queues more.
         """
-        items = self._items
+        guard = self.guard
+        if guard is not None and guard.active:
+            guard.settle()
+        items = self.items
         if not items and message.size <= self.max_bytes:  # nothing pending: the usual case
             slot, stream = message.slot, message.stream
             items[next(self._seq) if stream is None or slot is None else (stream, slot)] = message
@@ -204,7 +227,8 @@ class Outbox:
         The `resync` takes the place of the oldest message it replaces: what was queued after
         that (a `pong`, another stream's events) still comes after it.
         """
-        items = self._items
+        self.settle()
+        items = self.items
         was_empty = not items
         pending = self._resyncs.get(stream)
         if pending is None:
@@ -222,13 +246,20 @@ class Outbox:
                     self.merged += 1
                 kept.setdefault(key, pending)
         kept.setdefault(key, pending)
-        self._items = kept
+        items.clear()
+        items.update(kept)
         if was_empty and self.on_pending is not None:
             self.on_pending()
 
+    def settle(self) -> None:
+        """Let a broadcast in progress queue its message here first (see `OrderGuard`)."""
+        guard = self.guard
+        if guard is not None and guard.active:
+            guard.settle()
+
     def _collapse(self) -> None:
         newest: dict[str, _Item] = {}
-        for item in self._items.values():
+        for item in self.items.values():
             if item.stream is not None and not isinstance(item, _PendingResync):
                 newest[item.stream] = item
         if not newest:
@@ -240,7 +271,7 @@ class Outbox:
 
     def drain(self) -> str | None:
         """Everything pending as one frame (a JSON array), or None when nothing is pending."""
-        items = self._items
+        items = self.items
         if not items:
             return None
         if len(items) == 1:
