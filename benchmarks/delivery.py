@@ -18,8 +18,11 @@ generator (`benchmarks/loadgen.py`, separate processes of at most ``--per-loadge
   ``--flood-seconds``: frames per client per second, and deliveries per client per key per 0.1 s
   window of the flood.
 
-It prints one table, with the ratios of each row to the bare loop at the same N, and exits with
-status 1 if any delivery was lost. A redis-server of its own (free port, no persistence) serves
+Every N runs ``--repeat`` rounds (default 3) over the stacks, a fresh server each time, so that
+a drift of the machine affects every stack alike. It prints each run as it ends, then one table
+of the medians over the rounds, with the ratios of each row to the bare loop at the same N, then
+each round's latency ratios (how much they move), and exits with status 1 if any delivery was
+lost. A redis-server of its own (free port, no persistence) serves
 the Redis stacks; it is stopped at exit.
 """
 
@@ -36,6 +39,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -414,6 +418,32 @@ def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -
         server.stop()
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the rounds of a stack at one N: the median of each figure; deliveries and
+    losses summed; each round's main figures kept under "rounds"."""
+
+    def merge(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            return {key: merge([value[key] for value in values]) for key in first}
+        if all(value == first for value in values) or not isinstance(first, int | float):
+            return first
+        return statistics.median(values)
+
+    if len(runs) == 1:
+        return runs[0]
+    row: dict[str, Any] = merge(runs)
+    for scenario in ("burst", "rate"):
+        for key in ("deliveries", "expected", "lost"):
+            row[scenario][key] = sum(r[scenario][key] for r in runs)
+    row["rounds"] = [
+        {"burst_per_s": r["burst"]["per_second"], "p50_ms": r["rate"]["p50_ms"],
+         "p99_ms": r["rate"]["p99_ms"], "kib_per_connection": r["kib_per_connection"]}
+        for r in runs
+    ]  # fmt: skip
+    return row
+
+
 # the table ----------------------------------------------------------------------------------
 
 COLUMNS = [
@@ -468,6 +498,22 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def spread(rounds: dict[tuple[str, int], list[dict[str, Any]]]) -> str:
+    """Each round's latency ratios to the bare loop of the same round: how much they move."""
+    lines = ["latency ratios to the bare loop, round by round (p50 / p99):"]
+    for (name, n), runs in rounds.items():
+        bares = rounds.get(("bare", n))
+        if name == "bare" or bares is None:
+            continue
+        pairs = [
+            f"{ratio(r['rate']['p50_ms'], b['rate']['p50_ms'])}"
+            f" / {ratio(r['rate']['p99_ms'], b['rate']['p99_ms'])}"
+            for r, b in zip(runs, bares, strict=False)
+        ]
+        lines.append(f"  {name:<27} N={n:<6,} " + ",  ".join(pairs))
+    return "\n".join(lines)
+
+
 # the idle scenario ----------------------------------------------------------------------------
 
 
@@ -512,6 +558,9 @@ def main() -> int:
     parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=list(STACKS))
     parser.add_argument("--rate-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds over the stacks; the table has medians"
+    )
     parser.add_argument("--flood-seconds", type=float, default=1.0)
     parser.add_argument("--flood-max-n", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=1.0, help="s before reading memory")
@@ -537,20 +586,26 @@ def main() -> int:
             return report_idle(idle(args), args)
         redis_url = start_redis() if any(STACKS[s].redis for s in args.stacks) else None
         results: list[dict[str, Any]] = []
+        rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
         print(header(), flush=True)
         for n in args.n:
-            bare = None
-            for name in args.stacks:
-                result = run(STACKS[name], n, args, redis_url)
-                results.append(result)
-                if name == "bare":
-                    bare = result
-                print(format_line(row_cells(result, bare)), flush=True)
+            for round_ in range(args.repeat):  # interleaved: drifts of the machine hit all
+                bare = None
+                for name in args.stacks:
+                    result = run(STACKS[name], n, args, redis_url)
+                    rounds.setdefault((name, n), []).append(result)
+                    if name == "bare":
+                        bare = result
+                    note = f"  round {round_ + 1}/{args.repeat}" if args.repeat > 1 else ""
+                    print(format_line(row_cells(result, bare)) + note, flush=True)
+            results += [combine(rounds[name, n]) for name in args.stacks]
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
     print()
     print(table(results))
+    if args.repeat > 1:
+        print(spread(rounds))
     shares = [(r["loadgen_cpu_s"] / max(r["server_cpu_s"], 1e-9), r) for r in results]
     if shares:
         high, worst = max(shares, key=lambda pair: pair[0])

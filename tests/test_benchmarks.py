@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from redis_server import redis_server_available
 
-from benchmarks.delivery import STACKS
+from benchmarks.delivery import STACKS, combine
 from benchmarks.plot import write_plots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
     command = [
         sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
         "--rate-seconds", "0.4", "--flood-seconds", "0.3", "--settle", "0.2",
-        "--json", str(output), "--plots", str(tmp_path / "img"), "--pin",
+        "--json", str(output), "--plots", str(tmp_path / "img"), "--pin", "--repeat", "2",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -37,6 +37,8 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
 
 def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_path: Path) -> None:
     assert [r["stack"] for r in results] == stacks
+    assert all(len(r["rounds"]) == 2 for r in results)  # type: ignore[arg-type]
+    assert "round by round" in stdout
     for r in results:
         for scenario in ("burst", "rate"):
             figures = r[scenario]
@@ -45,7 +47,7 @@ def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_
             assert figures["deliveries"] == figures["expected"] > 0
         flood = r["flood"]
         assert isinstance(flood, dict) and flood["keys_per_client"] > 0
-    table = stdout[stdout.rindex("stack ") :]  # the final table, after the rows as they came
+    table = stdout[stdout.rindex("stack ") : stdout.index("round by round")]  # the medians
     head, _, *rest = table.splitlines()
     lines = [line for line in rest if line.split()[:1] and line.split()[0] in STACKS]
     assert "load generator CPU" in stdout
@@ -85,3 +87,17 @@ def test_plot_of_nothing_and_of_one_point(tmp_path: Path) -> None:
     one = {"stack": "bare", "n": 100, "burst": {"per_second": 5.0}, "rate": {"p99_ms": 2.0}}
     paths = write_plots([one], tmp_path)
     assert all(path.read_text().rstrip().endswith("</svg>") for path in paths)
+
+
+def test_rounds_combine_into_medians_with_every_loss_counted() -> None:
+    def run(p50: float, lost: int) -> dict[str, object]:
+        scenario = {"deliveries": 10 - lost, "expected": 10, "lost": lost, "per_second": p50}
+        rate = scenario | {"p50_ms": p50, "p99_ms": 2 * p50}
+        return {"stack": "bare", "n": 100, "kib_per_connection": p50, "burst": scenario,
+                "rate": rate}  # fmt: skip
+
+    row = combine([run(1.0, 0), run(9.0, 1), run(2.0, 0)])
+    assert row["n"] == 100 and row["kib_per_connection"] == 2.0
+    assert row["rate"] == {"deliveries": 29, "expected": 30, "lost": 1, "per_second": 2.0,
+                           "p50_ms": 2.0, "p99_ms": 4.0}  # fmt: skip
+    assert [r["p50_ms"] for r in row["rounds"]] == [1.0, 9.0, 2.0]
