@@ -4,7 +4,7 @@
     python -m benchmarks.delivery -n 1000 --stacks bare liveupdates-memory
     python -m benchmarks.delivery --plots docs/img --json /tmp/bench.json
     python -m benchmarks.delivery --idle 20000             # idle connections, one broadcast
-    python -m benchmarks.delivery --pin                    # server on one CPU, clients on others
+    python -m benchmarks.delivery --no-pin                 # the OS places every process
 
 For each N and each stack, the driver starts the server under uvicorn (one worker), measures its
 resident memory before and after N clients connect, then runs the scenarios through the load
@@ -571,7 +571,10 @@ def main() -> int:
         "--idle", type=int, metavar="N", help="instead: N idle connections, one broadcast"
     )
     parser.add_argument(
-        "--pin", action="store_true", help="the server on one CPU, the clients on the others"
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the server on one CPU, the clients and redis-server on the others (default)",
     )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
