@@ -2,8 +2,12 @@
 
 A fan-out queues messages (`Outbox.push`); an outbox that stops being empty puts its connection
 on the flusher's list. Once the publisher yields, the flusher drains each listed connection into
-one frame and starts sending it. An event that finds the process quiet skips the list: each
-connection is flushed as the fan-out reaches it, as in a bare send loop. Either way:
+one frame and starts sending it. An event that finds the process quiet skips the outboxes: its
+frame goes to each connection as the fan-out reaches it, as in a bare send loop, for one slice
+of 2 ms; then the flusher carries the broadcast on from where it stopped, slice by slice. While
+a broadcast is in progress, anything queued for a connection first puts the broadcast's message
+into every outbox it has yet to reach (`OrderGuard`), so each connection keeps the order.
+Either way:
 
 - On asyncio the send starts eagerly, inside the flusher, and runs up to its first suspension.
   A send into a socket that takes the bytes at once (the usual case) is complete right there:
@@ -114,22 +118,9 @@ class Flusher:
             if sender is None or conn.writer is not None or conn.gates or conn.pending:
                 filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
                 self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
-            else:
-                sending = sender(frame)
-                try:
-                    step = sending.send(None)  # eagerly: most sends complete right here
-                except StopIteration:
-                    sent += 1
-                    conn.last_sent = now
-                except PeerGone:
-                    pass  # the transport ends the connection
-                except Exception:
-                    self._failed(conn)
-                else:  # the send must wait: it goes on in a task of its own
-                    conn.sending_since = now
-                    conn.writer = loop.create_task(
-                        self._write(conn, sender, frame, (sending, step))
-                    )
+            elif self._start(loop, conn, sender, frame, now):
+                sent += 1
+                conn.last_sent = now
             if not count & 63 and time.perf_counter() > deadline:
                 done = False
                 break
@@ -197,18 +188,35 @@ class Flusher:
             conn.writer = scope = anyio.CancelScope()
             self._spawn(self._write_in_scope, conn, sender, scope, frame)
             return
+        if self._start(loop, conn, sender, frame, now):
+            self._sent(conn, frame, now)
+
+    def _start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: Connection,
+        sender: SendFrame,
+        frame: str,
+        now: float,
+    ) -> bool:
+        """Start sending `frame` eagerly; True when the send completed right here.
+
+        A send that must wait goes on in a task of its own (`conn.writer`), which also sends
+        what `conn` queues meanwhile.
+        """
         sending = sender(frame)
         try:
-            step = sending.send(None)  # eagerly: most sends complete right here
+            step = sending.send(None)
         except StopIteration:
-            self._sent(conn, frame, now)
+            return True
         except PeerGone:
             pass  # the transport ends the connection
         except Exception:
             self._failed(conn)
-        else:  # the send must wait: it goes on in a task of its own
+        else:
             conn.sending_since = now
             conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+        return False
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""
