@@ -2,6 +2,7 @@
 
     python -m benchmarks.delivery                          # every stack, N = 100, 1,000, 5,000
     python -m benchmarks.delivery -n 1000 --stacks bare liveupdates-memory
+    python -m benchmarks.delivery -n 1000 --stacks bare bare-control --repeat 5   # the noise
     python -m benchmarks.delivery --plots docs/img --json /tmp/bench.json
     python -m benchmarks.delivery --idle 20000             # idle connections, one broadcast
     python -m benchmarks.delivery --no-pin                 # the OS places every process
@@ -73,6 +74,9 @@ STACKS = {
     s.name: s
     for s in [
         Stack("bare", "bare_app", "bare"),
+        # the bare loop again, frames as long as liveupdates' (54 more bytes of padding): an A/A
+        # control, its ratios to "bare" are the noise of the measurement (not run by default)
+        Stack("bare-control", "bare_app", "bare", env={"BENCH_PAD": "174"}),
         Stack(
             "liveupdates-memory",
             "liveupdates_app",
@@ -556,7 +560,12 @@ def main() -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--stacks", nargs="+", default=list(STACKS), choices=list(STACKS))
+    parser.add_argument(
+        "--stacks",
+        nargs="+",
+        default=[name for name in STACKS if name != "bare-control"],
+        choices=list(STACKS),
+    )
     parser.add_argument("--rate-seconds", type=float, default=8.0)
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds over the stacks; the table has medians"

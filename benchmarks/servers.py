@@ -12,8 +12,8 @@
 
 All expose ``POST /publish?count=K&rate=R&kind=tick|flood`` (rate 0: back to back; publishing
 happens inside the server) and ``GET /stats`` (``{"connections": n}``). Tick events carry their
-publish wall time ``ts`` and 120 bytes of padding (about 200 bytes on the wire) so that clients
-measure latency; flood events invalidate one of 5 keys.
+publish wall time ``ts`` and 120 bytes of padding (``BENCH_PAD``; about 200 bytes on the wire) so
+that clients measure latency; flood events invalidate one of 5 keys.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Tick(Event, tag="bench.tick"):
     pad: str
 
 
-PAD = "x" * 120  # about 200 bytes per event on the wire
+PAD = "x" * int(os.environ.get("BENCH_PAD", "120"))  # about 200 bytes per event on the wire
 FLOOD_KEYS = [["jobs", n] for n in range(5)]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6390/0")
 CHANNEL = "bench"
