@@ -63,7 +63,7 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
-                "close_code",
+        "close_code",
         "close_reason",
         "closing",
         "gates",
@@ -73,7 +73,6 @@ class Connection:
         "limits",
         "metrics",
         "outbox",
-        "pending",
         "principal",
         "rate",
         "scope",
@@ -113,7 +112,6 @@ class Connection:
             None if on_pending is None else functools.partial(on_pending, self),
             guard,
         )
-        self.pending = self.outbox.items  # (what the flusher looks at, without a call)
         self.sender: SendFrame | None = None  # the transport's, once attached
         self.writer: _Cancellable | None = None  # the task of a send that had to wait
         self.rate = RateLimiter(limits.rate, limits.burst, now)

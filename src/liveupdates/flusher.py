@@ -115,7 +115,7 @@ class Flusher:
         filling, done, sent = False, True, 0
         for count, conn in enumerate(conns, 1):
             sender = conn.sender
-            if sender is None or conn.writer is not None or conn.gates or conn.pending:
+            if sender is None or conn.writer is not None or conn.gates or conn.outbox.items:
                 filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
                 self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
             elif self._start(loop, conn, sender, frame, now):

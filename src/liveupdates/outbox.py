@@ -153,7 +153,7 @@ class Outbox:
     ) -> None:
         self.max_messages, self.max_bytes = max_messages, max_bytes
         self.on_pending, self.guard = on_pending, guard
-        # what is pending; the same dict for the outbox's lifetime (a connection watches it)
+        # what is pending, in order (the flusher checks it for emptiness)
         self.items: dict[_Key, _Item] = {}
         self._resyncs: dict[str, _PendingResync] = {}
         self._seq = itertools.count()
@@ -246,8 +246,7 @@ class Outbox:
                     self.merged += 1
                 kept.setdefault(key, pending)
         kept.setdefault(key, pending)
-        items.clear()
-        items.update(kept)
+        self.items = kept
         if was_empty and self.on_pending is not None:
             self.on_pending()
 
