@@ -42,7 +42,10 @@ async def test_sigterm_drains_and_200_reconnects_spread_over_the_window(
     assert result["close_codes"] == {"1001": CLIENTS}, server.logs()  # goodbye, then 1001
     delays = [ms / 1000 for ms in result["reconnected_after_ms"]]
     assert len(delays) == CLIENTS, result["stuck"]  # every client came back...
-    assert max(delays) < WINDOW + 1.0  # ...within the window (and a restart)
+    # ...soon after the window: one that tried while the server was still restarting retries
+    # with the client's full-jitter backoff (up to 1 s, then 2 s), so allow the restart and two
+    # such retries (CI once saw 6.4 s against a 6 s bound)
+    assert max(delays) < WINDOW + 4.0
     # They tried at moments spread over the window (those who tried before the new process
     # was up got in a little later: when they got in also measures the restart, not them).
     tries = [ms / 1000 for ms in result["tried_after_ms"]]
