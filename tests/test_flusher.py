@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -213,8 +213,12 @@ async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
             hub.unregister(conn)  # as their transport would once they end
 
 
-async def _costly_clients(hub: Hub, count: int) -> dict[str, list[Any]]:
-    """`count` connections whose sends each cost 0.2 ms of CPU, as real sends do; what each got."""
+async def _costly_clients(
+    hub: Hub, count: int, on_send: Callable[[], None] = lambda: None
+) -> dict[str, list[Any]]:
+    """`count` connections whose sends each cost 0.2 ms of CPU, as real sends do; what each got.
+
+    `on_send` is called at each send."""
     received: dict[str, list[Any]] = {}
     for _ in range(count):
         conn = hub.connect(Principal(user=None), "websocket")
@@ -226,6 +230,7 @@ async def _costly_clients(hub: Hub, count: int) -> dict[str, list[Any]]:
             while time.perf_counter() < busy_until:
                 pass
             got.extend(json.loads(frame))
+            on_send()
 
         conn.attach(costly_send)
     with anyio.fail_after(5):
@@ -273,3 +278,42 @@ async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first
         assert _kinds(received[conns[-1].id]) == ["chunk1"]
         for conn in conns:
             hub.unregister(conn)
+
+
+async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
+    anyio_backend: str,
+) -> None:
+    """A broadcast to many clients takes turns with the rest of the process. Bytes that arrive
+    meanwhile (Redis' reply to a publisher, a client's frame) wake their task, which must run
+    before the broadcast's next slice, not after it: a publisher waiting for Redis would
+    otherwise lose a slice or two per event, and a burst leave in many more frames."""
+    if anyio_backend == "trio":
+        pytest.skip("on trio every send runs in a task of its own")
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)  # as redis-py reads Redis
+    sends, written_at = 0, 0
+
+    def on_send() -> None:
+        nonlocal sends, written_at
+        sends += 1
+        if sends == 300 + 41:  # in the third slice of the broadcast
+            theirs.send(b"x")  # what Redis' reply would do
+            written_at = sends
+
+    try:
+        async with Hub() as hub:
+            received = await _costly_clients(hub, 300, on_send)  # (their first 300 sends)
+            await hub.publish(Chunk(1, ""), to=Everyone)  # 300 sends, 16 per slice
+            with anyio.fail_after(5):
+                await reader.readexactly(1)
+            read_at = sends
+            assert written_at
+            assert read_at - written_at < 16  # the rest of its slice at most, not one more
+            with anyio.fail_after(5):
+                while sum(map(len, received.values())) < 300 * 3:
+                    await anyio.lowlevel.checkpoint()
+            for conn in hub.connections():
+                hub.unregister(conn)
+    finally:
+        writer.close()
+        theirs.close()

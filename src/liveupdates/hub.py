@@ -236,8 +236,13 @@ class Hub:
         self.metrics.publishes += 1
         # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
         # as an outbox is half full: events of a burst leave together (one frame per client),
-        # nobody waits long for the loop, and a client that keeps up never overflows.
-        if self._routes.filling or time.perf_counter() - self._last_yield > YIELD_BUDGET:
+        # nobody waits long for the loop, and a client that keeps up never overflows. A publisher
+        # that waited for its backplane (Redis) meanwhile has let them run already.
+        now = time.perf_counter()
+        if (
+            self._routes.filling
+            or now - max(self._last_yield, self._flusher.turn_at) > YIELD_BUDGET
+        ):
             self._routes.filling = False
             await anyio.lowlevel.cancel_shielded_checkpoint()
             self._last_yield = time.perf_counter()  # the budget counts the publisher's own time
