@@ -12,8 +12,9 @@ from redis.crc import key_slot
 from redis_server import RedisServer
 
 from liveupdates.backplanes import backplane_from_url
+from liveupdates.backplanes._redis_pipeline import pack
 from liveupdates.backplanes.redis import RedisBackplane
-from liveupdates.positions import Position
+from liveupdates.positions import Position, Publication
 from liveupdates.testing import RecordingReceiver
 
 STREAM = "topic:jobs"
@@ -159,11 +160,11 @@ async def test_refuses_to_start_on_trio() -> None:
 
 @pytest.mark.redis
 @pytest.mark.anyio
-async def test_more_concurrent_commands_than_connections_wait_for_one(
+async def test_a_burst_of_concurrent_commands_is_not_mistaken_for_redis_down(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
     """A burst of handshakes (one replay each) must not look like Redis being down."""
-    async with started(redis_server, redis_prefix, "&max_connections=4") as (backplane, receiver):
+    async with started(redis_server, redis_prefix) as (backplane, receiver):
         await backplane.listen(STREAM)
         pub = await backplane.publish(STREAM, b"{}")
         replays = []
@@ -177,3 +178,57 @@ async def test_more_concurrent_commands_than_connections_wait_for_one(
                     tg.start_soon(replay)
         assert all(r.publications == [pub] for r in replays) and len(replays) == 200
         assert (backplane.reconnects, receiver.resets) == (0, 0)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_concurrent_publishes_each_get_their_own_position(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Publishes share one pipelined connection: each must get the reply to its own command
+    (the offsets of its stream, in its epoch), whatever the others do meanwhile."""
+    streams = {f"topic:s{i}": i + 1 for i in range(8)}  # stream -> publishes, all different
+    async with started(redis_server, redis_prefix) as (backplane, _receiver):
+        got: dict[str, list[Publication]] = {stream: [] for stream in streams}
+
+        async def publish(stream: str) -> None:
+            got[stream].append(await backplane.publish(stream, stream.encode()))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for round_ in range(max(streams.values())):
+                    for stream, count in streams.items():
+                        if round_ < count:
+                            tg.start_soon(publish, stream)
+        for stream, count in streams.items():
+            publications = got[stream]
+            assert sorted(p.offset for p in publications) == list(range(1, count + 1))
+            assert {p.body for p in publications} == {stream.encode()}
+            assert len({p.epoch for p in publications}) == 1
+            head = (await backplane.replay(stream, None)).head
+            assert head == Position(publications[0].epoch, count)  # the epoch Redis has
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_a_publish_cancelled_in_flight_leaves_the_next_ones_their_replies(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    async with started(redis_server, redis_prefix) as (backplane, receiver):
+        await backplane.listen(STREAM)
+        first = await backplane.publish(STREAM, b"1")
+        with anyio.move_on_after(0):  # cancelled once written, before its reply arrives
+            await backplane.publish(STREAM, b"2")
+        third = await backplane.publish(STREAM, b"3")
+        assert third.position == Position(first.epoch, first.offset + 2)  # "2" ran all the same
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: len(receiver.of(STREAM)) == 3)
+        assert [p.body for p in receiver.of(STREAM)] == [b"1", b"2", b"3"]
+        assert (backplane.reconnects, receiver.resets) == (0, 0)
+
+
+def test_commands_are_packed_as_redis_py_would() -> None:
+    from redis.asyncio.connection import Connection
+
+    args = ("EVALSHA", "ab" * 20, 2, "{lu:topic:jobs}:meta", b"\x96\xa4bin\r\n", 1000, "é", 0)
+    assert pack(args) == b"".join(Connection().pack_command(*args))

@@ -22,12 +22,15 @@ evicted, or Redis restarted without persistence) or was written by another Redis
 offsets, may have been lost. The log is emptied with it.
 
 Live fan-out uses one pub/sub connection per backplane, subscribed to every listened stream. A
-watchdog PINGs it every `health_check_interval` seconds; a lost connection is reopened with
-full-jitter exponential backoff, every stream subscribed again, then `Receiver.reset` is called
-once. Meanwhile `publish` and `replay` raise `BackplaneUnavailable` at once. Every command is
-bounded by `timeout` seconds; redis-py errors become `BackplaneError` or `BackplaneUnavailable`.
-A command that fails for want of Redis also restarts the pub/sub connection, so that every
-`BackplaneUnavailable` is followed by one `Receiver.reset` once Redis is usable again.
+watchdog PINGs it every `health_check_interval` seconds. `publish` and `replay` run their
+scripts on a second connection of the backplane's own, pipelined (`_redis_pipeline`): each
+command is written at once and answered in order, without a pool, lock or timer per command.
+Either connection lost is reopened, both together, with full-jitter exponential backoff, every
+stream subscribed again, then `Receiver.reset` is called once. Meanwhile `publish` and `replay`
+raise `BackplaneUnavailable` at once. Every command is bounded by `timeout` seconds; redis-py
+errors become `BackplaneError` or `BackplaneUnavailable`. A command that fails for want of Redis
+restarts both connections, so that every `BackplaneUnavailable` is followed by one
+`Receiver.reset` once Redis is usable again.
 """
 
 from __future__ import annotations
@@ -53,10 +56,10 @@ from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.client import NEVER_DECODE
 
 from ..errors import BackplaneError, BackplaneUnavailable, HubClosed
 from ..positions import Position, Publication, Replay
+from ._redis_pipeline import Pipeline
 from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA
 from .base import Backplane, Receiver
 
@@ -68,7 +71,6 @@ _URL_OPTIONS: Final = frozenset(
     {"prefix", "history_size", "history_ttl", "health_check_interval", "timeout",
      "max_reconnect_delay"}
 )  # fmt: skip
-_RAW: Final[dict[str, Any]] = {NEVER_DECODE: True}
 _Command = Callable[..., Awaitable[Any]]  # redis-py's untyped command methods
 _BACKOFF_BASE: Final = 0.05
 _SUBSCRIBE_BATCH: Final = 1000
@@ -160,6 +162,7 @@ class RedisBackplane(Backplane):
         self._listened: dict[str, bytes] = {}  # stream -> channel
         self._streams: dict[bytes, str] = {}  # channel -> stream
         self._conn: AbstractConnection | None = None  # the pub/sub connection, while usable
+        self._pipeline: Pipeline | None = None  # the commands' connection, with `_conn`
         self._lost: anyio.Event | None = None  # set when `_conn` is found broken
         self._heard: anyio.Event | None = None  # set by any reply on `_conn`
         self._waiters: dict[bytes, deque[anyio.Event]] = {}  # SUBSCRIBE confirmations, FIFO
@@ -173,9 +176,7 @@ class RedisBackplane(Backplane):
         Options of the backplane: ``prefix``, ``history_size``, ``history_ttl``,
         ``health_check_interval``, ``timeout`` and ``max_reconnect_delay``. Every other query
         option (``rediss://`` and ``unix://`` too) goes to redis-py's ``from_url``. By default
-        the connect and socket timeouts are `timeout` and commands are not retried. Commands
-        share a blocking pool of ``max_connections`` (default 50) connections: when all are
-        busy, a command waits for one (within `timeout`).
+        the connect and socket timeouts are `timeout` and commands are not retried.
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -193,8 +194,9 @@ class RedisBackplane(Backplane):
         except ValueError as exc:
             raise ValueError(f"invalid redis:// backplane option: {exc}") from None
         timeout = options["timeout"]
-        # A blocking pool: a burst of commands (thousands of handshakes) waits for one of its
-        # `max_connections` (50) instead of failing as if Redis were down.
+        # (The pool only loads the scripts at start; publish and replay are pipelined on a
+        # connection of the backplane's own.) A blocking pool waits for a connection rather
+        # than failing as if Redis were down.
         pool = aioredis.BlockingConnectionPool.from_url(
             urlunsplit(parts._replace(query=rest)),
             timeout=timeout,
@@ -260,6 +262,9 @@ class RedisBackplane(Backplane):
                 await asyncio.wait({task}, timeout=self._timeout * 2)
             if self._conn is not None:
                 await self._hang_up(self._conn)
+            if self._pipeline is not None:
+                self._pipeline.fail("the backplane is closed")
+                await self._hang_up(self._pipeline.conn)
             self._release_waiters()
             if self._close_client:
                 await self._client.aclose()
@@ -347,19 +352,20 @@ class RedisBackplane(Backplane):
         if self._conn is None:
             raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
 
-    async def _eval(self, script: _Script, names: StreamNames, *args: object) -> Any:
+    async def _eval(self, script: _Script, names: StreamNames, *args: str | bytes | int) -> Any:
         """Run a script; when Redis is unavailable, reconnect so that `reset()` follows."""
+        pipeline, conn = self._pipeline, self._conn
+        if pipeline is None or conn is None:
+            raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
         keys = (names.meta, names.log)
-        command: _Command = self._client.execute_command
         try:
-            with _mapped("run a script"), anyio.fail_after(self._timeout):
+            with _mapped("run a script"):
                 try:
-                    return await command("EVALSHA", script.sha, 2, *keys, *args, **_RAW)
+                    return await pipeline.call("EVALSHA", script.sha, 2, *keys, *args)
                 except rx.NoScriptError:  # Redis restarted, or SCRIPT FLUSH
-                    return await command("EVAL", script.source, 2, *keys, *args, **_RAW)
-        except BackplaneUnavailable as exc:
-            if (conn := self._conn) is not None:
-                self._link_lost(conn, f"a command failed: {exc.__cause__!r}")
+                    return await pipeline.call("EVAL", script.source, 2, *keys, *args)
+        except BackplaneUnavailable as exc:  # (from the pipeline, or a read-only replica)
+            self._link_lost(conn, f"a command failed: {exc}")
             raise
 
     # The pub/sub connection
@@ -384,13 +390,16 @@ class RedisBackplane(Backplane):
         return connection
 
     async def _connect(self) -> AbstractConnection:
-        """A connected pub/sub connection, subscribed to every listened stream."""
+        """A connected pub/sub connection, subscribed to every listened stream, and with it
+        the commands' pipeline."""
         conn = self._new_connection()
-        connect: _Command = conn.connect
+        commands = self._new_connection()
+        connects: list[_Command] = [conn.connect, commands.connect]
         subscribed: set[bytes] = set()
         try:
             with anyio.fail_after(self._timeout):
-                await connect()
+                for connect in connects:
+                    await connect()
                 while True:  # until subscribed to exactly the listened streams
                     if missing := set(self._streams) - subscribed:
                         await self._subscribe_now(conn, missing)
@@ -402,8 +411,12 @@ class RedisBackplane(Backplane):
                         break
         except BaseException:
             await self._hang_up(conn)
+            await self._hang_up(commands)
             raise
         self._conn = conn  # no await since the last check: listen() takes over from here
+        self._pipeline = Pipeline(
+            commands, self._timeout, lambda reason: self._link_lost(conn, reason)
+        )
         self._lost = anyio.Event()
         return conn
 
@@ -436,10 +449,12 @@ class RedisBackplane(Backplane):
                 _log.exception("Receiver.reset failed")
 
     async def _serve(self, conn: AbstractConnection) -> None:
-        lost = self._lost
+        lost, pipeline = self._lost, self._pipeline
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read, conn)
+                if pipeline is not None:
+                    tg.start_soon(pipeline.run)
                 if self._health_check_interval:
                     tg.start_soon(self._watch, conn)
                 if lost is not None:
@@ -447,8 +462,12 @@ class RedisBackplane(Backplane):
                 tg.cancel_scope.cancel()
         finally:
             self._conn = None
+            self._pipeline = None
             self._release_waiters()
             await self._hang_up(conn)
+            if pipeline is not None:
+                pipeline.fail("the connection to Redis was lost")
+                await self._hang_up(pipeline.conn)
 
     async def _reconnect(self) -> AbstractConnection:
         """Connect again, with full-jitter exponential backoff between attempts."""
