@@ -291,18 +291,19 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
         pytest.skip("on trio every send runs in a task of its own")
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)  # as redis-py reads Redis
-    sends, written_at = 0, 0
+    sends, trigger, written_at = 0, -1, 0
 
     def on_send() -> None:
         nonlocal sends, written_at
         sends += 1
-        if sends == 300 + 41:  # in the third slice of the broadcast
+        if sends == trigger:
             theirs.send(b"x")  # what Redis' reply would do
             written_at = sends
 
     try:
         async with Hub() as hub:
-            received = await _costly_clients(hub, 300, on_send)  # (their first 300 sends)
+            received = await _costly_clients(hub, 300, on_send)
+            trigger = sends + 41  # in the third slice of the broadcast
             await hub.publish(Chunk(1, ""), to=Everyone)  # 300 sends, 16 per slice
             with anyio.fail_after(5):
                 await reader.readexactly(1)
