@@ -2,7 +2,9 @@
 
 Each pass (at most every second) it closes slow consumers (`4503`), dead peers (`4504`) and
 connections whose credential expired (`4440`), warns those whose credential expires soon
-(`expiring`), and pings idle ones so that clients hear from the server every `heartbeat`.
+(`expiring`), and pings idle ones so that clients hear from the server every `heartbeat`. A pass
+looks at `BATCH` connections between two turns of the event loop, so that it never holds up the
+process for long.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import anyio
+import anyio.lowlevel
 
 from .connection import Connection, ConnectionState
 from .errors import CloseCode
@@ -19,6 +22,7 @@ from .outbox import Message
 from .protocol import Expiring, ServerPing, encode_message
 
 _PING = Message(encode_message(ServerPing()))
+BATCH = 1000  # connections swept between two turns of the event loop (about 0.6 ms)
 
 
 def sweep_period(limits: Limits) -> float:
@@ -50,9 +54,24 @@ def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: fl
                 conn.push(_PING)
 
 
+async def sweep_pass(
+    conns: Iterable[Connection], limits: Limits, clock: Callable[[], float]
+) -> None:
+    """One pass over `conns`, `BATCH` connections at a time: the process serves others in
+    between (20,000 connections take about 11 ms, which would otherwise stall every send)."""
+    batch: list[Connection] = []
+    for conn in conns:
+        batch.append(conn)
+        if len(batch) == BATCH:
+            sweep_once(batch, limits, clock(), time.time())
+            batch.clear()
+            await anyio.lowlevel.checkpoint()
+    sweep_once(batch, limits, clock(), time.time())
+
+
 async def sweep(conns: dict[str, Connection], limits: Limits, clock: Callable[[], float]) -> None:
     """Sweep `conns` (the hub's live registry) forever."""
     period = sweep_period(limits)
     while True:
         await anyio.sleep(period)
-        sweep_once(list(conns.values()), limits, clock(), time.time())
+        await sweep_pass(list(conns.values()), limits, clock)
