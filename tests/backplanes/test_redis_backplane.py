@@ -14,6 +14,7 @@ from redis_server import RedisServer
 from liveupdates.backplanes import backplane_from_url
 from liveupdates.backplanes._redis_pipeline import pack
 from liveupdates.backplanes.redis import RedisBackplane
+from liveupdates.errors import BackplaneError, BackplaneUnavailable
 from liveupdates.positions import Position, Publication
 from liveupdates.testing import RecordingReceiver
 
@@ -224,6 +225,38 @@ async def test_a_publish_cancelled_in_flight_leaves_the_next_ones_their_replies(
         with anyio.fail_after(10):
             await receiver.wait_for(lambda: len(receiver.of(STREAM)) == 3)
         assert [p.body for p in receiver.of(STREAM)] == [b"1", b"2", b"3"]
+        assert (backplane.reconnects, receiver.resets) == (0, 0)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_an_error_reply_fails_its_publish_only(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Redis refusing one command (here a key of the wrong type) is that publish's error, not a
+    lost connection: the commands around it get their replies, nothing reconnects."""
+    async with started(redis_server, redis_prefix) as (backplane, receiver):
+        broken = "topic:broken"
+        redis_server.command("SET", backplane.names(broken).meta, "not a hash")
+        results: dict[str, Publication | BaseException] = {}
+
+        async def publish(stream: str) -> None:
+            try:
+                results[stream] = await backplane.publish(stream, b"{}")
+            except BackplaneError as exc:
+                results[stream] = exc
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for stream in ("topic:a", broken, "topic:b"):
+                    tg.start_soon(publish, stream)
+        assert isinstance(results[broken], BackplaneError)
+        assert not isinstance(results[broken], BackplaneUnavailable)
+        assert "WRONGTYPE" in str(results[broken])
+        for stream in ("topic:a", "topic:b"):
+            assert isinstance(results[stream], Publication)
+            assert results[stream].offset == 1  # type: ignore[union-attr]
+        assert (await backplane.publish("topic:a", b"{}")).offset == 2
         assert (backplane.reconnects, receiver.resets) == (0, 0)
 
 
