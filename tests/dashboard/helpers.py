@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,7 +21,13 @@ from examples.jobs_dashboard.app import Services, create_app
 from examples.jobs_dashboard.settings import Settings
 
 ROOT = Path(__file__).parents[2]
-SCREENSHOTS = ROOT / "docs" / "img"
+# The pictures of docs/jobs-dashboard.md: refreshed with LIVEUPDATES_SCREENSHOTS=docs/img;
+# otherwise they go to a temporary directory, so that a test run leaves the tree as it was.
+if os.environ.get("LIVEUPDATES_SCREENSHOTS"):
+    SCREENSHOTS = Path(os.environ["LIVEUPDATES_SCREENSHOTS"]).resolve()
+else:
+    SCREENSHOTS = Path(tempfile.mkdtemp(prefix="dashboard-shots-"))
+    atexit.register(shutil.rmtree, SCREENSHOTS, True)
 SECRET = b"dashboard tests"
 
 expect.set_options(timeout=10_000)
@@ -94,6 +104,6 @@ def start_job(page: Page, name: str, items: int = 20, *, fail: bool = False) -> 
 
 
 def screenshot(page: Page, name: str) -> None:
-    """Save docs/img/dashboard-<name>.png (the pictures of docs/jobs-dashboard.md)."""
+    """Save dashboard-<name>.png in `SCREENSHOTS` (docs/img for docs/jobs-dashboard.md)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"dashboard-{name}.png", animations="disabled")
