@@ -103,6 +103,16 @@ def test_the_byte_bound_applies_too() -> None:
     assert frame(outbox)[0]["type"] == "resync"
 
 
+def test_a_pending_resync_counts_in_the_bytes_operators_see() -> None:
+    outbox = Outbox(1000, 1 << 20)
+    outbox.resync("topic:a", "e1", 7, "backplane")
+    outbox.resync("topic:a", "e1", 9, "backplane")  # merged into the first
+    assert len(outbox) == 1
+    assert 0 < outbox.pending_bytes < 200
+    assert frame(outbox)[0]["type"] == "resync"
+    assert outbox.pending_bytes == 0
+
+
 def test_a_single_message_frame_is_shared_between_connections() -> None:
     shared = message("all", 1, Invalidate(["x"]))
     first, second = Outbox(10, 10_000), Outbox(10, 10_000)

@@ -233,6 +233,7 @@ class Outbox:
         pending = self._resyncs.get(stream)
         if pending is None:
             pending = self._resyncs[stream] = _PendingResync(stream, epoch, offset, reason)
+            self._bytes += pending.size
         else:
             pending.epoch, pending.offset = epoch, max(pending.offset, offset)
         key: _Key = (stream, "\x00resync")
