@@ -54,19 +54,13 @@ def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: fl
                 conn.push(_PING)
 
 
-async def sweep_pass(
-    conns: Iterable[Connection], limits: Limits, clock: Callable[[], float]
-) -> None:
+async def sweep_pass(conns: list[Connection], limits: Limits, clock: Callable[[], float]) -> None:
     """One pass over `conns`, `BATCH` connections at a time: the process serves others in
     between (20,000 connections take about 11 ms, which would otherwise stall every send)."""
-    batch: list[Connection] = []
-    for conn in conns:
-        batch.append(conn)
-        if len(batch) == BATCH:
-            sweep_once(batch, limits, clock(), time.time())
-            batch.clear()
+    for start in range(0, len(conns), BATCH):
+        if start:
             await anyio.lowlevel.checkpoint()
-    sweep_once(batch, limits, clock(), time.time())
+        sweep_once(conns[start : start + BATCH], limits, clock(), time.time())
 
 
 async def sweep(conns: dict[str, Connection], limits: Limits, clock: Callable[[], float]) -> None:
