@@ -73,6 +73,7 @@ class Connection:
         "limits",
         "metrics",
         "outbox",
+        "pinged",
         "principal",
         "rate",
         "scope",
@@ -119,6 +120,7 @@ class Connection:
         self.topics: set[str] = set()
         self.since = time.time()
         self.last_received = self.last_sent = now
+        self.pinged = now  # when the sweeper last pinged it (the last ping's reply, at least)
         self.sending_since = 0.0  # when the send under way started; 0 when none
         self.scope = anyio.CancelScope()
         self.close_code: int | None = None
