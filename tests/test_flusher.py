@@ -22,6 +22,7 @@ from websockets.uri import parse_uri
 
 from liveupdates import Event, Everyone, Hub, Limits, Principal
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.connection import PeerGone
 from liveupdates.outbox import control_message
 from liveupdates.protocol import Hello, ServerPong
 
@@ -318,3 +319,54 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
     finally:
         writer.close()
         theirs.close()
+
+
+async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend: str) -> None:
+    """In one broadcast: a send that has to wait finishes later and in order, a send whose peer
+    is gone or that fails (also after waiting) ends only its own connection, and every other
+    connection, before and after them, gets each event at once."""
+    resume = anyio.Event()
+    received: dict[str, list[int]] = {}
+
+    def sender(name: str) -> Callable[[str], Any]:
+        got = received[name] = []
+
+        async def send(frame: str) -> None:
+            chunks = [m["n"] for m in json.loads(frame) if m["type"] == "chunk"]
+            if chunks and name.startswith("waits"):
+                await resume.wait()
+            if chunks and name.endswith("gone"):
+                raise PeerGone
+            if chunks and name.endswith("fails"):
+                raise RuntimeError("a bug in the transport")
+            got.extend(chunks)
+
+        return send
+
+    names = ["first", "waits", "gone", "fails", "waits, then fails", "last"]
+    async with Hub() as hub:
+        conns = {}
+        for name in names:
+            conn = conns[name] = hub.connect(Principal(user=None), "websocket")
+            await hub.open(conn, Hello())
+            conn.attach(sender(name))
+        await anyio.sleep(0.05)  # welcome and subscribed sent; the process is quiet
+
+        async def until(condition: Callable[[], bool]) -> None:
+            with anyio.fail_after(5):
+                while not condition():
+                    await anyio.lowlevel.checkpoint()
+
+        await hub.publish(Chunk(1, ""), to=Everyone)
+        await until(lambda: received["first"] == received["last"] == [1])
+        await hub.publish(Chunk(2, ""), to=Everyone)
+        await until(lambda: received["first"] == received["last"] == [1, 2])
+        assert received["waits"] == []
+        resume.set()
+        await until(lambda: received["waits"] == [1, 2])
+        await until(lambda: conns["waits, then fails"].close_code is not None)
+        assert conns["fails"].close_code == conns["waits, then fails"].close_code == 1011
+        assert received["gone"] == received["fails"] == received["waits, then fails"] == []
+        assert hub.metrics.errors == 2
+        for conn in conns.values():
+            hub.unregister(conn)

@@ -66,6 +66,7 @@ class Flusher:
         # a broadcast in progress: its message, and the connections it has yet to reach
         self._broadcast: tuple[Message, Iterator[Connection]] | None = None
         self.guard = OrderGuard(self._settle)
+        self._driver = _driver()
 
     def fan_out(self, conns: Iterable[Connection], message: Message) -> bool:
         """Queue `message` for each of `conns`; True when an outbox is at least half full.
@@ -220,18 +221,21 @@ class Flusher:
         A send that must wait goes on in a task of its own (`conn.writer`), which also sends
         what `conn` queues meanwhile.
         """
-        sending = sender(frame)
+        driver = self._driver
         try:
-            step = sending.send(None)
-        except StopIteration:
+            step = driver.send(sender(frame))
+        except BaseException as exc:
+            self._driver = _driver()  # an exception ends a driver
+            if not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, PeerGone):  # (gone: the transport ends the connection)
+                self._failed(conn)
+            return False
+        if step is _DONE:
             return True
-        except PeerGone:
-            pass  # the transport ends the connection
-        except Exception:
-            self._failed(conn)
-        else:
-            conn.sending_since = now
-            conn.writer = loop.create_task(self._write(conn, sender, frame, (sending, step)))
+        self._driver = _driver()  # this one is inside the send that waits: its task takes it
+        conn.sending_since = now
+        conn.writer = loop.create_task(self._write(conn, sender, frame, (driver, step)))
         return False
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
@@ -269,7 +273,7 @@ class Flusher:
         conn: Connection,
         sender: SendFrame,
         frame: str,
-        started: tuple[Coroutine[Any, Any, None], Any] | None = None,
+        started: tuple[_Driver, Any] | None = None,
     ) -> None:
         """Send `frame` (or finish its `started` send), then what `conn` queues meanwhile."""
         clock = self.clock
@@ -305,23 +309,49 @@ def _push_all(conns: Iterable[Connection], message: Message) -> bool:
     return filling
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], step: Any) -> Generator[Any, Any, None]:
-    """Drive `coro`, started by hand and suspended at `step`, from the task awaiting this.
+_DONE = object()  # what a driver yields once the send it was given completed
+_Driver = Generator[Any, Coroutine[Any, Any, None] | None, None]
 
-    The event loop sees what `coro` yields and sends or throws back what it would have: the
+
+def _driver() -> _Driver:
+    """A new driver, ready for its first send (`_drive`)."""
+    driver = _drive()
+    driver.send(None)
+    return driver
+
+
+@types.coroutine
+def _drive() -> _Driver:
+    """A driver of eager sends: ``driver.send(coroutine)`` runs the coroutine up to its first
+    suspension and returns what it yielded to the event loop, or `_DONE` once it completed.
+
+    Calling ``coroutine.send(None)`` directly would do the same, but a coroutine that completes
+    raises StopIteration; here it returns inside ``yield from``, and the send of a broadcast
+    costs no exception (about 0.5 us of a 30 us send). An exception from the coroutine ends the
+    driver; so must a suspension, the driver being inside the coroutine (`_resume` finishes it).
+    """
+    coroutine = yield None  # (`_driver` primes it)
+    while True:
+        assert coroutine is not None
+        yield from coroutine
+        coroutine = yield _DONE
+
+
+@types.coroutine
+def _resume(driver: _Driver, step: Any) -> Generator[Any, Any, None]:
+    """Drive the send in `driver`, started eagerly and suspended at `step`, from the task
+    awaiting this, until it completes.
+
+    The event loop sees what the send yields and sends or throws back what it would have: the
     task that runs this takes over exactly where the eager start stopped.
     """
-    while True:
-        try:
-            sent = yield step
-        except BaseException as exc:
+    try:
+        while step is not _DONE:
             try:
-                step = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                step = coro.send(sent)
-            except StopIteration:
-                return
+                sent = yield step
+            except BaseException as exc:
+                step = driver.throw(exc)
+            else:
+                step = driver.send(sent)
+    finally:
+        driver.close()
