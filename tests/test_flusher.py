@@ -23,7 +23,7 @@ from websockets.uri import parse_uri
 from liveupdates import Event, Everyone, Hub, Limits, Principal
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.connection import PeerGone
-from liveupdates.outbox import control_message
+from liveupdates.outbox import Outbox, control_message
 from liveupdates.protocol import Hello, ServerPong
 
 pytestmark = pytest.mark.anyio
@@ -369,4 +369,44 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
         assert received["gone"] == received["fails"] == received["waits, then fails"] == []
         assert hub.metrics.errors == 2
         for conn in conns.values():
+            hub.unregister(conn)
+
+
+async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed-in connection's personal stream keeps a gate (its replay floor) until its first
+    personal event, which may never come: broadcasts to it must still go straight to its
+    socket, as to an anonymous one, not through its outbox and a second pass."""
+    if anyio_backend != "asyncio":
+        pytest.skip("on trio every send runs in a task of its own")
+    frames: dict[str, list[int]] = {}
+    pushed: list[str] = []
+    push = Outbox.push
+
+    def spy(outbox: Outbox, message: Any) -> bool:
+        if getattr(message, "stream", None) == "all":
+            pushed.append(message.text)
+        return push(outbox, message)
+
+    monkeypatch.setattr(Outbox, "push", spy)
+    async with Hub() as hub:
+        conns = [hub.connect(Principal(user=f"u{i}"), "websocket") for i in range(10)]
+        for conn in conns:
+            got = frames[conn.id] = []
+
+            async def record(frame: str, got: list[int] = got) -> None:
+                got.extend(m["n"] for m in json.loads(frame) if m["type"] == "chunk")
+
+            await hub.open(conn, Hello())
+            conn.attach(record)
+            assert "user:" + conn.user in conn.gates  # type: ignore[operator]
+        await anyio.sleep(0.05)  # welcomes sent; the process has been quiet for a while
+        await hub.publish(Chunk(1, ""), to=Everyone)  # each "all" gate goes with this one
+        await anyio.sleep(0.05)
+        pushed.clear()
+        await hub.publish(Chunk(2, ""), to=Everyone)
+        assert all(got == [1, 2] for got in frames.values())  # sent as it was fanned out
+        assert pushed == []  # and not through the outboxes
+        for conn in conns:
             hub.unregister(conn)

@@ -111,13 +111,18 @@ class Flusher:
 
         Returns (an outbox is at least half full, `conns` are exhausted).
         """
-        loop, frame, now = self._loop, message.frame, self.clock()
+        loop, frame, stream, now = self._loop, message.frame, message.stream, self.clock()
         assert loop is not None
         deadline = time.perf_counter() + SLICE
         filling, done, sent = False, True, 0
         for count, conn in enumerate(conns, 1):
-            sender = conn.sender
-            if sender is None or conn.writer is not None or conn.gates or conn.outbox.items:
+            sender, gates = conn.sender, conn.gates
+            if (
+                sender is None
+                or conn.writer is not None
+                or (gates and stream in gates)  # (a gate on another stream is no matter)
+                or conn.outbox.items
+            ):
                 filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
                 self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
             elif self._start(loop, conn, sender, frame, now):
