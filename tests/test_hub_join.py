@@ -159,3 +159,50 @@ async def test_a_join_outliving_the_other_joins_of_a_new_stream_still_gets_live_
             await queued(first)  # its handshake is complete
             await hub.publish(Step("live"), to=Topic("t"))
             assert [m["name"] for m in await queued(first) if m["type"] == "step"] == ["live"]
+
+
+class LaggingLiveBackplane(MemoryBackplane):
+    """Like Redis under load: a publication is in the history at once, but reaches the hub's
+    live path only at `catch_up()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lagging: list[Publication] = []
+
+    async def start(self, receiver: Any) -> None:
+        await super().start(_Nobody())
+        self.receiver = receiver
+
+    async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
+        publication = await super().publish(stream, body, slot)
+        self.lagging.append(publication)
+        return publication
+
+    def catch_up(self) -> None:
+        lagging, self.lagging = self.lagging, []
+        for publication in lagging:
+            self.receiver.deliver(publication)
+
+
+async def test_a_join_whose_replay_is_ahead_of_the_live_path_gets_each_event_once() -> None:
+    """The second client's replay includes an event that the process has not yet received
+    live; when the live copy arrives, the first client gets it and the second must not get it
+    again."""
+    backplane = LaggingLiveBackplane()
+    async with Hub(backplane) as hub:
+        app = WebSocketEndpoint(hub)
+        async with connect_asgi(app) as first, connect_asgi(app) as second:
+            await first.send_json({"type": "hello", "topics": ["t"]})
+            (joined,) = [m for m in await queued(first) if m.get("stream") == STREAM]
+            await hub.publish(Step("one"), to=Topic("t"))  # in the history, not live yet
+            since = {STREAM: {"epoch": joined["epoch"], "offset": joined["offset"]}}
+            await second.send_json({"type": "hello", "topics": ["t"], "since": since})
+            replayed = await queued(second)
+            assert [m["name"] for m in replayed if m["type"] == "step"] == ["one"]
+            backplane.catch_up()  # the live copy of "one"
+            await hub.publish(Step("two"), to=Topic("t"))
+            backplane.catch_up()
+            first_steps = [m["name"] for m in await queued(first) if m["type"] == "step"]
+            second_steps = [m["name"] for m in await queued(second) if m["type"] == "step"]
+            assert first_steps == ["one", "two"]
+            assert second_steps == ["two"]  # "one" once, from the replay

@@ -25,6 +25,7 @@ from .errors import CloseCode
 from .limits import Limits, RateLimiter
 from .metrics import Metrics
 from .outbox import Message, OrderGuard, Outbox
+from .positions import Position
 
 SendFrame = Callable[[str], Coroutine[Any, Any, None]]
 
@@ -125,8 +126,9 @@ class Connection:
         self.scope = anyio.CancelScope()
         self.close_code: int | None = None
         self.close_reason = ""
-        # stream -> held messages while the stream is being joined, or an offset floor
-        self.gates: dict[str, list[Message] | tuple[str, int]] = {}
+        # stream -> held messages while the stream is being joined, or an offset floor; None
+        # when there are none (the usual case: a broadcast need not look)
+        self.gates: dict[str, list[Message] | tuple[str, int]] | None = None
 
     @property
     def user(self) -> str | None:
@@ -134,34 +136,43 @@ class Connection:
 
     def push(self, message: Message) -> bool:
         """Queue a message for this client without waiting; True when its outbox fills up."""
-        if self.gates:
-            gate = self.gates.get(message.stream) if message.stream is not None else None
-            if gate is not None:
-                if isinstance(gate, list):
-                    gate.append(message)
-                    return False
-                if message.epoch == gate[0] and message.offset <= gate[1]:
-                    return False  # already replayed to this client
-                del self.gates[message.stream]  # type: ignore[arg-type]
+        gates = self.gates
+        if gates is not None and message.stream in gates:
+            stream = message.stream
+            gate = gates[stream]
+            if isinstance(gate, list):
+                gate.append(message)
+                return False
+            if message.epoch == gate[0] and message.offset <= gate[1]:
+                return False  # already replayed to this client
+            del gates[stream]
+            if not gates:
+                self.gates = None
         return self.outbox.push(message)
 
     def hold(self, stream: str) -> None:
         """Hold `stream`'s live messages aside while the stream is being joined."""
+        if self.gates is None:
+            self.gates = {}
         self.gates[stream] = []
 
-    def release(self, stream: str, epoch: str, offset: int) -> None:
+    def release(self, stream: str, epoch: str, offset: int, live: Position | None = None) -> None:
         """Stop holding `stream`: queue held messages newer than (epoch, offset).
 
         Messages of `stream` up to `offset` that arrive later (a backplane's live path lagging
-        behind its history) are dropped.
+        behind its history) are dropped, unless the stream's `live` position has reached
+        them: the stream itself drops what is not newer than its head.
         """
-        held = self.gates.pop(stream, None)
+        gates = self.gates or {}
+        held = gates.pop(stream, None)
         floor = offset
         for message in held if isinstance(held, list) else ():
             if message.epoch != epoch or message.offset > floor:
                 self.outbox.push(message)
                 epoch, floor = message.epoch, message.offset
-        self.gates[stream] = (epoch, floor)
+        if live is None or live.epoch != epoch or live.offset < floor:
+            gates[stream] = (epoch, floor)
+        self.gates = gates or None
 
     def attach(self, sender: SendFrame) -> None:
         """Start sending with `sender` (the transport's), beginning with what is pending."""

@@ -218,7 +218,7 @@ class Streams:
         for publication in replay.publications:
             if publication.slot != CONTROL_SLOT:
                 conn.outbox.push(self._message(state, publication))
-        conn.release(stream, head.epoch, head.offset)
+        conn.release(stream, head.epoch, head.offset, state.head if state.pending is None else None)
 
     def leave(self, conn: Connection, stream: str) -> None:
         conn.streams.discard(stream)
