@@ -1,9 +1,9 @@
 """Heartbeats over real WebSocket connections: a live client stays, a dead one is closed.
 
-The server pings a connection that has sent nothing, or heard nothing, for half the heartbeat
-interval; a client answers each ping with a pong (as the browser client does) and sends nothing
-else on its own. A connection that receives events all the time must still be pinged, or its
-client never speaks and the dead-peer check closes it.
+The server pings a connection that has sent nothing for half the heartbeat interval, or heard
+nothing for a whole one; a client answers each ping with a pong (as the browser client does)
+and sends nothing else on its own. A connection that receives events all the time must still
+be pinged, or its client never speaks and the dead-peer check closes it.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Each pass (at most every second) it closes slow consumers (`4503`), dead peers (`4504`) and
 connections whose credential expired (`4440`), warns those whose credential expires soon
-(`expiring`), and pings a connection that has sent nothing, or heard nothing, for half the
-heartbeat interval: the client hears from the server every `heartbeat`, and the client of a
-connection that receives events all the time still has a ping to answer, the sign of life that
-keeps it open. A pass
+(`expiring`), and pings a connection that has sent nothing for half the heartbeat interval (the
+client hears from the server every `heartbeat`) or heard nothing for a whole one: the client of
+a connection that receives events all the time still has a ping to answer, the sign of life that
+keeps it open (with the defaults, two chances before the 60 s timeout). A pass
 looks at `BATCH` connections between two turns of the event loop, so that it never holds up the
 process for long.
 """
@@ -53,7 +53,8 @@ def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: fl
             ):
                 conn.warned = True
                 conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
-            if now - conn.last_sent >= idle or now - max(conn.last_received, conn.pinged) >= idle:
+            silent = now - max(conn.last_received, conn.pinged)
+            if now - conn.last_sent >= idle or silent >= limits.heartbeat_interval:
                 conn.pinged = now
                 conn.push(_PING)
 
