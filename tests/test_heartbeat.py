@@ -15,7 +15,7 @@ import pytest
 from httpx_ws import WebSocketDisconnect
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from support import Client, UvicornThread, token_auth, ws_client
+from support import UvicornThread, token_auth, ws_client
 
 from liveupdates import Hub, Limits, Set, User
 from liveupdates.asgi import WebSocketEndpoint
@@ -51,29 +51,35 @@ def streamer(server: UvicornThread, user: str) -> Callable[[], Awaitable[None]]:
     return stream
 
 
-async def receive_answering_pings(client: Client, answer: bool) -> tuple[list[int], int]:
-    """The data of the events `client` receives, and how many pings it got, until it has
-    `COUNT` events (or the server closes: `WebSocketDisconnect`)."""
+async def busy_session(server: UvicornThread, user: str, answer: bool) -> tuple[list[int], int]:
+    """A client of `user` receives `COUNT` events, one every `EVERY` s, answering pings or not:
+    the data of the events it got and how many pings (raises WebSocketDisconnect if closed)."""
     data: list[int] = []
     pings = 0
-    while len(data) < COUNT:
-        message = await client.receive()
-        if message["type"] == "ping":
-            pings += 1
-            if answer:
-                await client.send({"type": "pong"})
-        elif message["type"] == "set":
-            data.append(message["data"])
+    closed: WebSocketDisconnect | None = None
+    async with ws_client(server) as client, anyio.create_task_group() as tg:
+        await client.handshake(token=user)
+        tg.start_soon(server.acall, streamer(server, user))
+        try:
+            while len(data) < COUNT:
+                message = await client.receive()
+                if message["type"] == "ping":
+                    pings += 1
+                    if answer:
+                        await client.send({"type": "pong"})
+                elif message["type"] == "set":
+                    data.append(message["data"])
+        except WebSocketDisconnect as exc:
+            closed = exc  # (raised once the streamer is done)
+    if closed is not None:
+        raise closed
     return data, pings
 
 
 async def test_a_busy_connection_whose_client_answers_pings_stays_open(
     server: UvicornThread,
 ) -> None:
-    async with ws_client(server) as client, anyio.create_task_group() as tg:
-        await client.handshake(token="busy")
-        tg.start_soon(server.acall, streamer(server, "busy"))
-        data, pings = await receive_answering_pings(client, answer=True)
+    data, pings = await busy_session(server, "busy", answer=True)
     assert data == list(range(COUNT))  # every event, and no close in between
     assert pings >= 2  # pinged although the connection never idled
 
@@ -81,9 +87,6 @@ async def test_a_busy_connection_whose_client_answers_pings_stays_open(
 async def test_a_busy_connection_whose_client_never_answers_is_closed_as_dead(
     server: UvicornThread,
 ) -> None:
-    async with ws_client(server) as client, anyio.create_task_group() as tg:
-        await client.handshake(token="mute")
-        tg.start_soon(server.acall, streamer(server, "mute"))
-        with pytest.raises(WebSocketDisconnect) as closed:
-            await receive_answering_pings(client, answer=False)
-        assert closed.value.code == 4504
+    with pytest.raises(WebSocketDisconnect) as closed:
+        await busy_session(server, "mute", answer=False)
+    assert closed.value.code == 4504
