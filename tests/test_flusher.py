@@ -324,9 +324,11 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
 async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend: str) -> None:
     """In one broadcast: a send that has to wait finishes later and in order, a send whose peer
     is gone or that fails (also after waiting) ends only its own connection, and every other
-    connection, before and after them, gets each event at once."""
+    connection, before and after them, gets each event at once. A failure goes to the
+    transport's `on_send_error` when it gave one, instead of closing with 1011."""
     resume = anyio.Event()
     received: dict[str, list[int]] = {}
+    told: dict[str, list[Exception]] = {}
 
     def sender(name: str) -> Callable[[str], Any]:
         got = received[name] = []
@@ -343,13 +345,15 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
 
         return send
 
-    names = ["first", "waits", "gone", "fails", "waits, then fails", "last"]
+    names = ["first", "waits", "gone", "fails", "waits, then fails", "told: fails",
+             "told: waits, then fails", "last"]  # fmt: skip
     async with Hub() as hub:
         conns = {}
         for name in names:
             conn = conns[name] = hub.connect(Principal(user=None), "websocket")
             await hub.open(conn, Hello())
-            conn.attach(sender(name))
+            errors = told.setdefault(name, [])
+            conn.attach(sender(name), errors.append if name.startswith("told") else None)
         await anyio.sleep(0.05)  # welcome and subscribed sent; the process is quiet
 
         async def until(condition: Callable[[], bool]) -> None:
@@ -365,9 +369,15 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
         resume.set()
         await until(lambda: received["waits"] == [1, 2])
         await until(lambda: conns["waits, then fails"].close_code is not None)
+        await until(lambda: bool(told["told: waits, then fails"]))
         assert conns["fails"].close_code == conns["waits, then fails"].close_code == 1011
         assert received["gone"] == received["fails"] == received["waits, then fails"] == []
         assert hub.metrics.errors == 2
+        for name in ("told: fails", "told: waits, then fails"):
+            assert told[name]
+            assert all(isinstance(exc, RuntimeError) for exc in told[name])
+            assert conns[name].close_code is None  # the transport's call (here: none)
+        assert not any(told[name] for name in names if not name.startswith("told"))
         for conn in conns.values():
             hub.unregister(conn)
 

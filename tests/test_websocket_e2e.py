@@ -1,11 +1,13 @@
-"""End to end over uvicorn on 127.0.0.1 with real WebSocket clients: targeting and bad input."""
+"""End to end over uvicorn on 127.0.0.1 with real WebSocket clients: targeting and bad input;
+in process, what uvicorn does not do."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from httpx_ws import WebSocketDisconnect, WebSocketNetworkError, WebSocketUpgradeError
@@ -218,3 +220,93 @@ async def test_plain_http_to_the_raw_endpoint_gets_upgrade_required() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/")
     assert response.status_code == 426
+
+
+# In process, for what uvicorn does not do: sends that fail, a `send` that is no coroutine
+# function (the endpoint hands uvicorn's own send coroutines to the flusher, and must not
+# hand it anything else).
+
+
+class _Awaitable:
+    """An awaitable that is not a coroutine (only ``__await__``), as some servers' sends are."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self.coroutine = coroutine
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.coroutine.__await__()
+
+
+async def call_endpoint(hub: Hub, send: Callable[[Any], Awaitable[None]]) -> None:
+    """Run one WebSocket session that says hello and then only listens."""
+    incoming = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": '{"type":"hello"}'},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            return incoming.pop(0)
+        await anyio.sleep_forever()  # the client never leaves on its own
+        raise AssertionError
+
+    scope = {"type": "websocket", "path": "/live", "headers": [], "subprotocols": [],
+             "query_string": b""}  # fmt: skip
+    with anyio.fail_after(5):
+        await WebSocketEndpoint(hub, allowed_origins="*")(scope, receive, send)
+
+
+def frames_of(sent: list[Any], kind: str) -> list[Any]:
+    return [m for message in sent if message["type"] == "websocket.send"
+            for m in json.loads(message["text"]) if m["type"] == kind]  # fmt: skip
+
+
+async def test_a_failing_send_ends_the_connection_quietly() -> None:
+    sent: list[Any] = []
+    subscribed = anyio.Event()
+
+    async def send(message: Any) -> None:
+        if frames_of(sent, "subscribed"):
+            raise OSError("connection reset")  # the peer is gone
+        sent.append(message)
+        if frames_of(sent, "subscribed"):
+            subscribed.set()
+
+    async with Hub() as hub:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call_endpoint, hub, send)
+            await subscribed.wait()
+            await anyio.sleep(0.05)  # the process is quiet: the event goes straight out
+            await hub.publish(Invalidate(["x"]), to=Everyone)
+        assert (hub.stats().connections, hub.stats().errors) == (0, 0)  # gone, not a failure
+    assert "websocket.close" not in [m["type"] for m in sent]  # nobody left to tell
+    assert frames_of(sent, "invalidate") == []
+
+
+async def test_a_send_that_returns_another_awaitable_gets_every_event() -> None:
+    sent: list[Any] = []
+    subscribed = anyio.Event()
+    got_all = anyio.Event()
+
+    async def record(message: Any) -> None:
+        sent.append(message)
+        if frames_of(sent, "subscribed"):
+            subscribed.set()
+        if len(frames_of(sent, "invalidate")) == 3:
+            got_all.set()
+
+    def send(message: Any) -> _Awaitable:
+        return _Awaitable(record(message))
+
+    async with Hub() as hub:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call_endpoint, hub, send)
+            await subscribed.wait()
+            for key in "abc":
+                await anyio.sleep(0.05)  # quiet each time: straight to the socket
+                await hub.publish(Invalidate([key]), to=Everyone)
+            with anyio.fail_after(5):
+                await got_all.wait()
+            tg.cancel_scope.cancel()
+        assert hub.stats().errors == 0
+    assert [m["keys"] for m in frames_of(sent, "invalidate")] == [[["a"]], [["b"]], [["c"]]]

@@ -28,6 +28,7 @@ from .outbox import Message, OrderGuard, Outbox
 from .positions import Position
 
 SendFrame = Callable[[str], Coroutine[Any, Any, None]]
+SendError = Callable[[Exception], None]
 
 
 class PeerGone(Exception):
@@ -73,6 +74,7 @@ class Connection:
         "last_sent",
         "limits",
         "metrics",
+        "on_send_error",
         "outbox",
         "pinged",
         "principal",
@@ -115,6 +117,7 @@ class Connection:
             guard,
         )
         self.sender: SendFrame | None = None  # the transport's, once attached
+        self.on_send_error: SendError | None = None  # the transport's, if any
         self.writer: _Cancellable | None = None  # the task of a send that had to wait
         self.rate = RateLimiter(limits.rate, limits.burst, now)
         self.streams: set[str] = set()
@@ -174,9 +177,14 @@ class Connection:
             gates[stream] = (epoch, floor)
         self.gates = gates or None
 
-    def attach(self, sender: SendFrame) -> None:
-        """Start sending with `sender` (the transport's), beginning with what is pending."""
-        self.sender = sender
+    def attach(self, sender: SendFrame, on_send_error: SendError | None = None) -> None:
+        """Start sending with `sender` (the transport's), beginning with what is pending.
+
+        A send that raises `PeerGone` ends nothing by itself: the transport ends the session.
+        Any other exception is passed to `on_send_error` when given (a transport whose sends
+        fail only once the peer is gone); without it the connection is closed with 1011.
+        """
+        self.sender, self.on_send_error = sender, on_send_error
         on_pending = self.outbox.on_pending
         if len(self.outbox) and on_pending is not None:
             on_pending()

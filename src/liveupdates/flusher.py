@@ -113,8 +113,10 @@ class Flusher:
         """
         loop, frame, stream, now = self._loop, message.frame, message.stream, self.clock()
         assert loop is not None
-        deadline = time.perf_counter() + SLICE
+        perf_counter = time.perf_counter
+        deadline = perf_counter() + SLICE
         filling, done, sent = False, True, 0
+        drive = self._driver.send  # (`_start`, inlined: this loop is the fan-out's hot path)
         for count, conn in enumerate(conns, 1):
             sender, gates = conn.sender, conn.gates
             if (
@@ -125,10 +127,20 @@ class Flusher:
             ):
                 filling |= conn.push(message)  # the outbox keeps its order, the gate its rules
                 self._flush_one(conn, now)  # (nothing, if not attached or a task sends)
-            elif self._start(loop, conn, sender, frame, now):
-                sent += 1
-                conn.last_sent = now
-            if not count & 15 and time.perf_counter() > deadline:
+            else:
+                try:
+                    step = drive(sender(frame))
+                except BaseException as exc:
+                    self._send_failed(conn, exc)
+                    drive = self._driver.send
+                else:
+                    if step is _DONE:
+                        sent += 1
+                        conn.last_sent = now
+                    else:
+                        self._suspended(loop, conn, sender, frame, step, now)
+                        drive = self._driver.send
+            if not count & 15 and perf_counter() > deadline:
                 done = False
                 break
         self._count(sent, frame, message.ts)
@@ -230,22 +242,45 @@ class Flusher:
         A send that must wait goes on in a task of its own (`conn.writer`), which also sends
         what `conn` queues meanwhile.
         """
-        driver = self._driver
         try:
-            step = driver.send(sender(frame))
+            step = self._driver.send(sender(frame))
         except BaseException as exc:
-            self._driver = _driver()  # an exception ends a driver
-            if not isinstance(exc, Exception):
-                raise
-            if not isinstance(exc, PeerGone):  # (gone: the transport ends the connection)
-                self._failed(conn)
+            self._send_failed(conn, exc)
             return False
         if step is _DONE:
             return True
-        self._driver = _driver()  # this one is inside the send that waits: its task takes it
+        self._suspended(loop, conn, sender, frame, step, now)
+        return False
+
+    def _suspended(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: Connection,
+        sender: SendFrame,
+        frame: str,
+        step: Any,
+        now: float,
+    ) -> None:
+        """The send of `frame`, started eagerly, waits (at `step`): a task finishes it."""
+        driver, self._driver = self._driver, _driver()  # the old one is inside the send
         conn.sending_since = now
         conn.writer = loop.create_task(self._write(conn, sender, frame, (driver, step)))
-        return False
+
+    def _send_failed(self, conn: Connection, exc: BaseException) -> None:
+        """A send started eagerly raised `exc` (which ends the driver)."""
+        self._driver = _driver()
+        if not isinstance(exc, Exception):
+            raise exc
+        self._lost(conn, exc)
+
+    def _lost(self, conn: Connection, exc: Exception) -> None:
+        """A send to `conn` raised `exc`: see `Connection.attach`."""
+        if isinstance(exc, PeerGone):
+            return  # the transport ends the connection
+        if conn.on_send_error is not None:
+            conn.on_send_error(exc)
+        else:
+            self._failed(conn)
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""
@@ -301,10 +336,8 @@ class Flusher:
                 if next_frame is None:
                     return
                 frame = next_frame
-        except PeerGone:
-            pass  # the transport ends the connection
-        except Exception:
-            self._failed(conn)
+        except Exception as exc:
+            self._lost(conn, exc)
         finally:
             conn.sending_since = 0.0
             conn.writer = None

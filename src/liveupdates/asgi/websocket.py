@@ -7,14 +7,15 @@ Mount it as a Starlette ``WebSocketRoute("/live", WebSocketEndpoint(hub))`` or w
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 import anyio
 
 from ..auth import AuthRequest
-from ..connection import Connection, PeerGone
+from ..connection import Connection, PeerGone, SendFrame
 from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauthorized
 from ..hub import Hub, _control
 from ..protocol import (
@@ -106,19 +107,15 @@ class WebSocketEndpoint:
             return CloseCode.GOING_AWAY, "server shutting down"
         peer_gone = False
 
-        async def send_frame(frame: str) -> None:
+        def gone(exc: Exception) -> None:  # ASGI servers raise various errors once it is gone
             nonlocal peer_gone
-            try:
-                await send({"type": "websocket.send", "text": frame})
-            except Exception:  # ASGI servers raise various errors once the peer is gone
-                peer_gone = True
-                conn.scope.cancel()
-                raise PeerGone from None
+            peer_gone = True
+            conn.scope.cancel()
 
         try:
             with conn.scope:
                 await hub.open(conn, hello)
-                conn.attach(send_frame)
+                conn.attach(_frame_sender(send), gone)
                 peer_gone = await self._read_loop(conn, receive, scope)
         except BackplaneError as exc:
             logger.warning("backplane unavailable during a handshake: %s", exc)
@@ -181,6 +178,24 @@ class WebSocketEndpoint:
             conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
             return
         await self.hub.refresh(conn, principal)
+
+
+def _frame_sender(send: Send) -> SendFrame:
+    """The connection's frame sender: it returns the ASGI server's own send coroutine, so that
+    a fan-out adds no coroutine of ours to each send (uvicorn's, hypercorn's and Starlette's
+    middleware's ``send`` are coroutine functions); any other `send` gets a wrapper."""
+    if inspect.iscoroutinefunction(send):
+        send_coroutine = send  # (narrowed)
+
+        def send_frame(frame: str) -> Coroutine[Any, Any, None]:
+            return send_coroutine({"type": "websocket.send", "text": frame})
+
+        return send_frame
+
+    async def send_awaitable(frame: str) -> None:
+        await send({"type": "websocket.send", "text": frame})
+
+    return send_awaitable
 
 
 async def _http_upgrade_required(scope: Scope, send: Send) -> None:
