@@ -181,9 +181,10 @@ class WebSocketEndpoint:
 
 
 def _frame_sender(send: Send) -> SendFrame:
-    """The connection's frame sender: it returns the ASGI server's own send coroutine, so that
-    a fan-out adds no coroutine of ours to each send (uvicorn's, hypercorn's and Starlette's
-    middleware's ``send`` are coroutine functions); any other `send` gets a wrapper."""
+    """The connection's frame sender. It returns the ASGI server's own send coroutine, so that a
+    fan-out adds no coroutine of ours to each send (the ``send`` of each of uvicorn's WebSocket
+    implementations and of Starlette's middleware is a coroutine function); another `send`
+    (one that returns some other awaitable) gets a coroutine around it."""
     if inspect.iscoroutinefunction(send):
         send_coroutine = send  # (narrowed)
 
