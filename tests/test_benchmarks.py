@@ -101,3 +101,21 @@ def test_rounds_combine_into_medians_with_every_loss_counted() -> None:
     assert row["rate"] == {"deliveries": 29, "expected": 30, "lost": 1, "per_second": 2.0,
                            "p50_ms": 2.0, "p99_ms": 4.0}  # fmt: skip
     assert [r["p50_ms"] for r in row["rounds"]] == [1.0, 9.0, 2.0]
+
+
+@pytest.mark.timeout(60)
+def test_the_fan_out_overhead_script_prints_its_figures() -> None:
+    command = [sys.executable, "-m", "benchmarks.fanout_overhead", "-n", "50", "--events", "3",
+               "--send-us", "5"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = {
+        line.rsplit(None, 2)[0].strip(): float(line.split()[-2])
+        for line in done.stdout.splitlines()
+        if line.endswith(" us")
+    }
+    assert set(figures) == {"liveupdates per delivery", "bare loop per delivery",
+                            "added by liveupdates"}  # fmt: skip
+    # every send did its 5 us of work, in both loops
+    assert figures["liveupdates per delivery"] >= 5 and figures["bare loop per delivery"] >= 5
+    assert done.stderr == ""  # no session failed
