@@ -423,3 +423,33 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
         assert pushed == []  # and not through the outboxes
         for conn in conns:
             hub.unregister(conn)
+
+
+async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend: str) -> None:
+    received: list[int] = []
+
+    async def fails(frame: str) -> None:
+        if '"chunk"' in frame:
+            raise RuntimeError("a bug in the transport")
+
+    async def record(frame: str) -> None:
+        received.extend(m["n"] for m in json.loads(frame) if m["type"] == "chunk")
+
+    def handler(exc: Exception) -> None:
+        raise ValueError("a bug in its handler") from exc
+
+    async with Hub() as hub:
+        broken, fine = (hub.connect(Principal(user=None), "websocket") for _ in range(2))
+        for conn, send in ((broken, fails), (fine, record)):
+            await hub.open(conn, Hello())
+            conn.attach(send, handler)
+        await anyio.sleep(0.05)  # the process is quiet: straight to the sockets
+        for n in (1, 2):
+            await hub.publish(Chunk(n, ""), to=Everyone)
+            with anyio.fail_after(5):
+                while received[-1:] != [n]:
+                    await anyio.lowlevel.checkpoint()
+        assert broken.close_code == 1011 and fine.close_code is None
+        assert hub.metrics.errors == 1
+        for conn in (broken, fine):
+            hub.unregister(conn)

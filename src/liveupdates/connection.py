@@ -182,7 +182,8 @@ class Connection:
 
         A send that raises `PeerGone` ends nothing by itself: the transport ends the session.
         Any other exception is passed to `on_send_error` when given (a transport whose sends
-        fail only once the peer is gone); without it the connection is closed with 1011.
+        fail only once the peer is gone); without it, or if it raises, the connection is closed
+        with 1011 and the error logged.
         """
         self.sender, self.on_send_error = sender, on_send_error
         on_pending = self.outbox.on_pending

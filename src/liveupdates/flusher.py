@@ -277,9 +277,13 @@ class Flusher:
         """A send to `conn` raised `exc`: see `Connection.attach`."""
         if isinstance(exc, PeerGone):
             return  # the transport ends the connection
-        if conn.on_send_error is not None:
-            conn.on_send_error(exc)
-        else:
+        handler = conn.on_send_error
+        if handler is None:
+            self._failed(conn)
+            return
+        try:
+            handler(exc)
+        except Exception:  # a bug in the transport: as if it had no handler
             self._failed(conn)
 
     def _sent(self, conn: Connection, frame: str, now: float) -> bool:
