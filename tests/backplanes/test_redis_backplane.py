@@ -12,7 +12,6 @@ from redis.crc import key_slot
 from redis_server import RedisServer
 
 from liveupdates.backplanes import backplane_from_url
-from liveupdates.backplanes._redis_pipeline import pack
 from liveupdates.backplanes.redis import RedisBackplane
 from liveupdates.errors import BackplaneError, BackplaneUnavailable
 from liveupdates.positions import Position, Publication
@@ -258,10 +257,3 @@ async def test_an_error_reply_fails_its_publish_only(
             assert results[stream].offset == 1  # type: ignore[union-attr]
         assert (await backplane.publish("topic:a", b"{}")).offset == 2
         assert (backplane.reconnects, receiver.resets) == (0, 0)
-
-
-def test_commands_are_packed_as_redis_py_would() -> None:
-    from redis.asyncio.connection import Connection
-
-    args = ("EVALSHA", "ab" * 20, 2, "{lu:topic:jobs}:meta", b"\x96\xa4bin\r\n", 1000, "é", 0)
-    assert pack(args) == b"".join(Connection().pack_command(*args))

@@ -7,8 +7,9 @@ attempts at most 0.2 s apart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import anyio
 import anyio.lowlevel
@@ -205,3 +206,66 @@ async def test_start_fails_promptly_when_redis_is_down(own_redis_server: RedisSe
     await backplane.aclose()  # idempotent: start closed it already
     with pytest.raises(HubClosed):
         await backplane.replay(STREAM, Position("e", 0))
+
+
+class Proxy:
+    """A TCP proxy in front of Redis that can make 'Redis' send bytes of its own."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._to_clients: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Proxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._to_clients:
+            writer.close()
+
+    def inject(self, data: bytes) -> None:
+        """Send `data` to every client, as if Redis had sent it."""
+        for writer in self._to_clients:
+            writer.write(data)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._to_clients.append(client_w)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with suppress(OSError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+            writer.close()
+
+        await asyncio.gather(pump(client_r, redis_w), pump(redis_r, client_w))
+
+
+async def test_what_is_not_resp2_from_redis_ends_the_links_and_they_reconnect(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that sends garbage (not Redis, or a broken proxy) costs a reconnection and a
+    reset, at once and logged as such, never a crash or a hang; publications flow again."""
+    async with Proxy(own_redis_server.port) as proxy:
+        backplane = RedisBackplane.from_url(f"redis://127.0.0.1:{proxy.port}/0?{TIMINGS}")
+        receiver = RecordingReceiver()
+        await backplane.start(receiver)
+        try:
+            await backplane.listen(STREAM)
+            first = await backplane.publish(STREAM, b"1")
+            proxy.inject(b"?this is not RESP\r\n")
+            await reconnected(receiver, 1)
+            second = await backplane.publish(STREAM, b"2")
+            assert second.position == Position(first.epoch, first.offset + 1)
+            with anyio.fail_after(10):
+                await receiver.wait_for(lambda: receiver.of(STREAM)[-1:] == [second])
+            assert backplane.reconnects == 1
+            lost = [r.getMessage() for r in caplog.records if "lost the Redis" in r.getMessage()]
+            assert lost and "not RESP2" in lost[0]
+        finally:
+            await backplane.aclose()

@@ -25,6 +25,9 @@ Live fan-out uses one pub/sub connection per backplane, subscribed to every list
 watchdog PINGs it every `health_check_interval` seconds. `publish` and `replay` run their
 scripts on a second connection of the backplane's own, pipelined (`_redis_pipeline`): each
 command is written at once and answered in order, without a pool, lock or timer per command.
+redis-py opens both connections (every option of the URL applies); then the backplane reads
+them itself, in the event loop's callbacks (`_redis_link`): a publication is fanned out in the
+callback that read it.
 Either connection lost is reopened, both together, with full-jitter exponential backoff, every
 stream subscribed again, then `Receiver.reset` is called once. Meanwhile `publish` and `replay`
 raise `BackplaneUnavailable` at once. Every command is bounded by `timeout` seconds; redis-py
@@ -43,7 +46,6 @@ import math
 import random
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Final, NamedTuple
@@ -59,8 +61,10 @@ from redis.backoff import NoBackoff
 
 from ..errors import BackplaneError, BackplaneUnavailable, HubClosed
 from ..positions import Position, Publication, Replay
+from ._redis_link import Subscriber
 from ._redis_pipeline import Pipeline
 from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA
+from ._resp import bulk, bulks, pack
 from .base import Backplane, Receiver
 
 __all__ = ("RedisBackplane", "StreamNames")
@@ -73,7 +77,7 @@ _URL_OPTIONS: Final = frozenset(
 )  # fmt: skip
 _Command = Callable[..., Awaitable[Any]]  # redis-py's untyped command methods
 _BACKOFF_BASE: Final = 0.05
-_SUBSCRIBE_BATCH: Final = 1000
+_COMMAND_CACHE: Final = 4096  # streams whose publish command is kept packed
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entry = msgspec.msgpack.Decoder(tuple[bytes, str | None, float]).decode
 _decode_publication = msgspec.msgpack.Decoder(Publication).decode
@@ -161,11 +165,14 @@ class RedisBackplane(Backplane):
         self._task: asyncio.Task[None] | None = None
         self._listened: dict[str, bytes] = {}  # stream -> channel
         self._streams: dict[bytes, str] = {}  # channel -> stream
-        self._conn: AbstractConnection | None = None  # the pub/sub connection, while usable
+        self._conn: Subscriber | None = None  # the pub/sub connection, while usable
         self._pipeline: Pipeline | None = None  # the commands' connection, with `_conn`
         self._lost: anyio.Event | None = None  # set when `_conn` is found broken
-        self._heard: anyio.Event | None = None  # set by any reply on `_conn`
-        self._waiters: dict[bytes, deque[anyio.Event]] = {}  # SUBSCRIBE confirmations, FIFO
+        # A new epoch is Redis' TIME and this suffix (random, so that two processes starting
+        # an epoch in the same microsecond on two Redis servers still differ).
+        self._nonce = secrets.token_hex(2)
+        self._publish_tail = bulks((history_size, self._ttl_ms, self._nonce))
+        self._publish_heads: dict[str, bytes] = {}  # stream -> EVALSHA command up to the entry
         self.reconnects = 0
         """How many times the pub/sub connection was lost and opened again."""
 
@@ -260,12 +267,13 @@ class RedisBackplane(Backplane):
             if task is not None:
                 task.cancel()
                 await asyncio.wait({task}, timeout=self._timeout * 2)
-            if self._conn is not None:
-                await self._hang_up(self._conn)
-            if self._pipeline is not None:
-                self._pipeline.fail("the backplane is closed")
-                await self._hang_up(self._pipeline.conn)
-            self._release_waiters()
+            conn, pipeline, self._conn, self._pipeline = self._conn, self._pipeline, None, None
+            if conn is not None:
+                conn.fail("the backplane is closed")
+                await self._hang_up(conn.conn)
+            if pipeline is not None:
+                pipeline.fail("the backplane is closed")
+                await self._hang_up(pipeline.conn)
             if self._close_client:
                 await self._client.aclose()
 
@@ -278,13 +286,20 @@ class RedisBackplane(Backplane):
         self._check_usable()
         ts = time.time()
         entry = _encode(body) + _encode(slot) + _encode(ts)
+        command = self._publish_heads.get(stream) or self._publish_head(stream)
+        epoch, offset = await self._eval(_PUBLISH, command + bulk(entry) + self._publish_tail)
+        return Publication(stream, epoch.decode(), int(offset), bytes(body), slot, ts)
+
+    def _publish_head(self, stream: str) -> bytes:
+        """The publish command of `stream` up to its entry: keys, channel, message head."""
         names = self.names(stream)
         head = b"\x96" + _encode(stream)  # Publication is an array of 6: stream, epoch, ...
-        epoch, offset = await self._eval(
-            _PUBLISH, names, names.channel, head, entry, self.history_size, self._ttl_ms,
-            secrets.token_hex(2),
-        )  # fmt: skip
-        return Publication(stream, epoch.decode(), int(offset), bytes(body), slot, ts)
+        args = ("EVALSHA", _PUBLISH.sha, 2, names.meta, names.log, names.channel, head)
+        command = b"*%d\r\n" % (len(args) + 4) + bulks(args)  # + entry and the tail's three
+        if len(self._publish_heads) >= _COMMAND_CACHE:
+            self._publish_heads.clear()
+        self._publish_heads[stream] = command
+        return command
 
     async def replay(self, stream: str, since: Position | None) -> Replay:
         """The stream's head and what follows `since`, read atomically by a Lua script.
@@ -295,9 +310,11 @@ class RedisBackplane(Backplane):
         """
         self._check_usable()
         asked = ("", 0) if since is None else (since.epoch, since.offset)
+        names = self.names(stream)
         epoch, offset, complete, entries = await self._eval(
-            _REPLAY, self.names(stream), *asked, self.history_size, self._ttl_ms,
-            secrets.token_hex(2),
+            _REPLAY,
+            pack(("EVALSHA", _REPLAY.sha, 2, names.meta, names.log, *asked, self.history_size,
+                  self._ttl_ms, self._nonce)),
         )  # fmt: skip
         head = Position(epoch.decode(), int(offset))
         if since is None or not complete:
@@ -320,12 +337,9 @@ class RedisBackplane(Backplane):
         conn = self._conn
         if conn is None or self._state is not _State.RUNNING:
             return
-        waiter = anyio.Event()
-        self._waiters.setdefault(channel, deque()).append(waiter)
         try:
             with anyio.fail_after(self._timeout):
-                await conn.send_command("SUBSCRIBE", channel)
-                await waiter.wait()
+                await conn.subscribe([channel])
         except Exception as exc:
             self._link_lost(conn, f"SUBSCRIBE failed: {exc!r}")
 
@@ -335,14 +349,8 @@ class RedisBackplane(Backplane):
         if channel is None:
             return
         self._streams.pop(channel, None)
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            with anyio.fail_after(self._timeout):
-                await conn.send_command("UNSUBSCRIBE", channel)
-        except Exception as exc:
-            self._link_lost(conn, f"UNSUBSCRIBE failed: {exc!r}")
+        if self._conn is not None:
+            self._conn.command("UNSUBSCRIBE", channel)
 
     # Commands
 
@@ -352,23 +360,24 @@ class RedisBackplane(Backplane):
         if self._conn is None:
             raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
 
-    async def _eval(self, script: _Script, names: StreamNames, *args: str | bytes | int) -> Any:
-        """Run a script; when Redis is unavailable, reconnect so that `reset()` follows."""
+    async def _eval(self, script: _Script, command: bytes) -> Any:
+        """Run `command` (EVALSHA of `script`, packed); when Redis is unavailable, reconnect so
+        that `reset()` follows."""
         pipeline, conn = self._pipeline, self._conn
         if pipeline is None or conn is None:
             raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
-        keys = (names.meta, names.log)
         try:
             with _mapped("run a script"):
                 try:
-                    return await pipeline.call("EVALSHA", script.sha, 2, *keys, *args)
+                    return await pipeline.call_packed(command)
                 except rx.NoScriptError:  # Redis restarted, or SCRIPT FLUSH
-                    return await pipeline.call("EVAL", script.source, 2, *keys, *args)
+                    await pipeline.call("SCRIPT", "LOAD", script.source)
+                    return await pipeline.call_packed(command)
         except BackplaneUnavailable as exc:  # (from the pipeline, or a read-only replica)
             self._link_lost(conn, f"a command failed: {exc}")
             raise
 
-    # The pub/sub connection
+    # The connections
 
     def _new_connection(self) -> AbstractConnection:
         pool = self._client.connection_pool
@@ -376,7 +385,7 @@ class RedisBackplane(Backplane):
             **pool.connection_kwargs,
             "decode_responses": False,
             "protocol": 2,
-            "socket_timeout": None,  # reads wait for messages; writes are bounded by anyio
+            "socket_timeout": None,  # (redis-py only runs the handshake; the links read)
             "socket_connect_timeout": self._timeout,
             "health_check_interval": 0,
             "retry": Retry(NoBackoff(), 0),
@@ -389,50 +398,46 @@ class RedisBackplane(Backplane):
         connection: AbstractConnection = pool.connection_class(**options)
         return connection
 
-    async def _connect(self) -> AbstractConnection:
-        """A connected pub/sub connection, subscribed to every listened stream, and with it
-        the commands' pipeline."""
-        conn = self._new_connection()
-        commands = self._new_connection()
+    async def _connect(self) -> Subscriber:
+        """A pub/sub link, subscribed to every listened stream, and with it the commands'
+        pipeline. redis-py connects both (and runs its handshake); the links take over."""
+        conn, commands = self._new_connection(), self._new_connection()
+
+        def on_lost(reason: str) -> None:
+            self._link_lost(link, reason)
+
+        link = Subscriber(conn, on_lost, self._on_message)
+        pipeline = Pipeline(commands, self._timeout, on_lost)
         connects: list[_Command] = [conn.connect, commands.connect]
         subscribed: set[bytes] = set()
         try:
             with anyio.fail_after(self._timeout):
                 for connect in connects:
                     await connect()
+                link.take_over()
+                pipeline.take_over()
                 while True:  # until subscribed to exactly the listened streams
                     if missing := set(self._streams) - subscribed:
-                        await self._subscribe_now(conn, missing)
+                        await link.subscribe(sorted(missing))
                         subscribed |= missing
                     elif stale := subscribed - set(self._streams):
-                        await conn.send_command("UNSUBSCRIBE", *stale)
+                        link.command("UNSUBSCRIBE", *stale)
                         subscribed -= stale
                     else:
                         break
+            if link.lost or pipeline.lost:
+                raise BackplaneUnavailable(f"Redis is unavailable: {link.lost or pipeline.lost}")
         except BaseException:
+            link.fail("connecting failed")
+            pipeline.fail("connecting failed")
             await self._hang_up(conn)
             await self._hang_up(commands)
             raise
-        self._conn = conn  # no await since the last check: listen() takes over from here
-        self._pipeline = Pipeline(
-            commands, self._timeout, lambda reason: self._link_lost(conn, reason)
-        )
-        self._lost = anyio.Event()
-        return conn
+        # no await since the last check: listen() takes over from here
+        self._conn, self._pipeline, self._lost = link, pipeline, anyio.Event()
+        return link
 
-    async def _subscribe_now(self, conn: AbstractConnection, channels: set[bytes]) -> None:
-        ordered = sorted(channels)
-        for start in range(0, len(ordered), _SUBSCRIBE_BATCH):
-            await conn.send_command("SUBSCRIBE", *ordered[start : start + _SUBSCRIBE_BATCH])
-        pending = set(channels)
-        while pending:
-            response = await conn.read_response()
-            if isinstance(response, list) and response[0] == b"subscribe":
-                pending.discard(response[1])
-            else:
-                self._dispatch(response)
-
-    async def _supervise(self, conn: AbstractConnection) -> None:
+    async def _supervise(self, conn: Subscriber) -> None:
         """Serve the connection; when it is lost, open another and reset the receiver."""
         while True:
             try:
@@ -448,28 +453,25 @@ class RedisBackplane(Backplane):
             except Exception:
                 _log.exception("Receiver.reset failed")
 
-    async def _serve(self, conn: AbstractConnection) -> None:
+    async def _serve(self, conn: Subscriber) -> None:
+        """Until the link is lost: the links read by themselves; the watchdog PINGs."""
         lost, pipeline = self._lost, self._pipeline
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._read, conn)
-                if pipeline is not None:
-                    tg.start_soon(pipeline.run)
                 if self._health_check_interval:
                     tg.start_soon(self._watch, conn)
                 if lost is not None:
                     await lost.wait()
                 tg.cancel_scope.cancel()
         finally:
-            self._conn = None
-            self._pipeline = None
-            self._release_waiters()
-            await self._hang_up(conn)
+            self._conn, self._pipeline = None, None
+            conn.fail("the connection to Redis was lost")
+            await self._hang_up(conn.conn)
             if pipeline is not None:
                 pipeline.fail("the connection to Redis was lost")
                 await self._hang_up(pipeline.conn)
 
-    async def _reconnect(self) -> AbstractConnection:
+    async def _reconnect(self) -> Subscriber:
         """Connect again, with full-jitter exponential backoff between attempts."""
         attempt = 0
         while True:
@@ -483,39 +485,20 @@ class RedisBackplane(Backplane):
             except Exception as exc:
                 _log.debug("reconnecting to Redis failed (attempt %d): %r", attempt, exc)
 
-    async def _read(self, conn: AbstractConnection) -> None:
-        try:
-            while True:
-                self._dispatch(await conn.read_response())
-        except Exception as exc:
-            self._link_lost(conn, f"reading failed: {exc!r}")
-
-    async def _watch(self, conn: AbstractConnection) -> None:
+    async def _watch(self, conn: Subscriber) -> None:
         """PING every `health_check_interval`; the link is lost if no reply comes in time."""
         while True:
             await anyio.sleep(self._health_check_interval)
-            heard = self._heard = anyio.Event()
             try:
                 with anyio.fail_after(self._timeout):
-                    await conn.send_command("PING")
-                    await heard.wait()
+                    await conn.ping()
             except Exception as exc:
                 self._link_lost(conn, f"no reply to PING within {self._timeout} s ({exc!r})")
                 return
 
-    def _dispatch(self, response: Any) -> None:
-        if self._heard is not None:
-            self._heard.set()
-        if not isinstance(response, list) or len(response) < 3:
-            return  # PONG
-        kind, channel = response[0], response[1]
-        if kind == b"message":
-            if channel in self._streams:
-                self._deliver(channel, response[2])
-        elif kind == b"subscribe":
-            waiters = self._waiters.get(channel)
-            if waiters:
-                waiters.popleft().set()
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel in self._streams:
+            self._deliver(channel, data)
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         try:
@@ -529,17 +512,11 @@ class RedisBackplane(Backplane):
             except Exception:
                 _log.exception("Receiver.deliver failed")
 
-    def _link_lost(self, conn: AbstractConnection, reason: str) -> None:
+    def _link_lost(self, conn: Subscriber, reason: str) -> None:
         if conn is self._conn and self._lost is not None and not self._lost.is_set():
             _log.warning("lost the Redis pub/sub connection: %s", reason)
             self._conn = None  # publish and replay fail fast from now on
             self._lost.set()
-
-    def _release_waiters(self) -> None:
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.set()
-        self._waiters.clear()
 
     async def _hang_up(self, conn: AbstractConnection) -> None:
         shielded = anyio.CancelScope(shield=True)
