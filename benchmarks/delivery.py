@@ -133,6 +133,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's CPU time so far, in ticks: (all of it, stolen by the hypervisor)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
 def stop(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -407,8 +413,14 @@ def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -
         burst = max(20, min(500, 100_000 // n))
         result["burst"] = scenario(server, gens, n, burst, 0, "tick", latencies=False)
         rate = max(1.0, min(20.0, 10_000 / n))
+        if args.warmup > 0:  # the same load first, not measured (see --warmup)
+            warm = max(1, round(rate * args.warmup))
+            scenario(server, gens, n, warm, rate, "tick", latencies=False)
         count = max(2, round(rate * args.rate_seconds))
+        ticks = cpu_times()
         result["rate"] = scenario(server, gens, n, count, rate, "tick", latencies=True)
+        total, stolen = (after - before for after, before in zip(cpu_times(), ticks, strict=True))
+        result["rate"]["steal"] = stolen / total if total else 0.0
         if n <= args.flood_max_n and args.flood_seconds > 0:
             count = round(FLOOD_RATE * args.flood_seconds)
             result["flood"] = scenario(server, gens, n, count, FLOOD_RATE, "flood", False)
@@ -442,7 +454,8 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
             row[scenario][key] = sum(r[scenario][key] for r in runs)
     row["rounds"] = [
         {"burst_per_s": r["burst"]["per_second"], "p50_ms": r["rate"]["p50_ms"],
-         "p99_ms": r["rate"]["p99_ms"], "kib_per_connection": r["kib_per_connection"]}
+         "p99_ms": r["rate"]["p99_ms"], "kib_per_connection": r["kib_per_connection"],
+         "steal": r["rate"]["steal"]}
         for r in runs
     ]  # fmt: skip
     return row
@@ -568,6 +581,13 @@ def main() -> int:
     )
     parser.add_argument("--rate-seconds", type=float, default=8.0)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="s of the fixed rate before the measured ones, so that every stack is measured on "
+        "a machine equally warm (the bursts before it last from 0.1 to 10 s)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="rounds over the stacks; the table has medians"
     )
     parser.add_argument("--flood-seconds", type=float, default=1.0)
@@ -609,6 +629,7 @@ def main() -> int:
                     if name == "bare":
                         bare = result
                     note = f"  round {round_ + 1}/{args.repeat}" if args.repeat > 1 else ""
+                    note += f"  steal {result['rate']['steal']:.0%}"
                     print(format_line(row_cells(result, bare)) + note, flush=True)
             results += [combine(rounds[name, n]) for name in args.stacks]
     except BenchError as exc:

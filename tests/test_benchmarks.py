@@ -26,7 +26,8 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
     output = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
-        "--rate-seconds", "0.4", "--flood-seconds", "0.3", "--settle", "0.2",
+        "--rate-seconds", "0.4", "--warmup", "0.2", "--flood-seconds", "0.3",
+        "--settle", "0.2",
         "--json", str(output), "--plots", str(tmp_path / "img"), "--pin", "--repeat", "2",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
@@ -38,6 +39,9 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
 def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_path: Path) -> None:
     assert [r["stack"] for r in results] == stacks
     assert all(len(r["rounds"]) == 2 for r in results)  # type: ignore[arg-type]
+    for r in results:  # the share of the machine the hypervisor took during each round
+        assert all(0 <= round_["steal"] < 1 for round_ in r["rounds"])  # type: ignore[attr-defined]
+    assert "steal " in stdout
     assert "round by round" in stdout
     for r in results:
         for scenario in ("burst", "rate"):
@@ -92,14 +96,14 @@ def test_plot_of_nothing_and_of_one_point(tmp_path: Path) -> None:
 def test_rounds_combine_into_medians_with_every_loss_counted() -> None:
     def run(p50: float, lost: int) -> dict[str, object]:
         scenario = {"deliveries": 10 - lost, "expected": 10, "lost": lost, "per_second": p50}
-        rate = scenario | {"p50_ms": p50, "p99_ms": 2 * p50}
+        rate = scenario | {"p50_ms": p50, "p99_ms": 2 * p50, "steal": 0.0}
         return {"stack": "bare", "n": 100, "kib_per_connection": p50, "burst": scenario,
                 "rate": rate}  # fmt: skip
 
     row = combine([run(1.0, 0), run(9.0, 1), run(2.0, 0)])
     assert row["n"] == 100 and row["kib_per_connection"] == 2.0
     assert row["rate"] == {"deliveries": 29, "expected": 30, "lost": 1, "per_second": 2.0,
-                           "p50_ms": 2.0, "p99_ms": 4.0}  # fmt: skip
+                           "p50_ms": 2.0, "p99_ms": 4.0, "steal": 0.0}  # fmt: skip
     assert [r["p50_ms"] for r in row["rounds"]] == [1.0, 9.0, 2.0]
 
 
