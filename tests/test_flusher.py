@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +21,13 @@ from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from liveupdates import Event, Everyone, Hub, Limits, Principal
+from liveupdates import Event, Everyone, Hub, Limits, Principal, Topic
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.backplanes.memory import MemoryBackplane
 from liveupdates.connection import PeerGone
+from liveupdates.flusher import QUIET_SLICE
 from liveupdates.outbox import Outbox, control_message
+from liveupdates.positions import Publication
 from liveupdates.protocol import Hello, ServerPong
 
 pytestmark = pytest.mark.anyio
@@ -281,13 +285,28 @@ async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first
             hub.unregister(conn)
 
 
+class _WaitingBackplane(MemoryBackplane):
+    """Publishes to `topic:slow` wait for `go`, as a publish to Redis waits for its reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = anyio.Event()
+
+    async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
+        if stream == "topic:slow":
+            await self.go.wait()
+        return await super().publish(stream, body, slot)
+
+
+@pytest.mark.parametrize("publisher_waits", [True, False], ids=["publisher-waits", "quiet"])
 async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
-    anyio_backend: str,
+    anyio_backend: str, publisher_waits: bool
 ) -> None:
     """A broadcast to many clients takes turns with the rest of the process. Bytes that arrive
     meanwhile (Redis' reply to a publisher, a client's frame) wake their task, which must run
     before the broadcast's next slice, not after it: a publisher waiting for Redis would
-    otherwise lose a slice or two per event, and a burst leave in many more frames."""
+    otherwise lose a slice or two per event, and a burst leave in many more frames. While a
+    publisher waits for its backplane, slices are short (SLICE); otherwise QUIET_SLICE."""
     if anyio_backend == "trio":
         pytest.skip("on trio every send runs in a task of its own")
     ours, theirs = socket.socketpair()
@@ -301,19 +320,27 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
             theirs.send(b"x")  # what Redis' reply would do
             written_at = sends
 
+    backplane = _WaitingBackplane()
     try:
-        async with Hub() as hub:
+        async with Hub(backplane) as hub, anyio.create_task_group() as tg:
             received = await _costly_clients(hub, 300, on_send)
-            trigger = sends + 41  # in the third slice of the broadcast
-            await hub.publish(Chunk(1, ""), to=Everyone)  # 300 sends, 16 per slice
+            if publisher_waits:
+                tg.start_soon(hub.publish, Chunk(0, ""), Topic("slow"))
+                await anyio.lowlevel.checkpoint()  # it is waiting for its backplane now
+            # 300 sends of 0.2 ms, the deadline checked every 16: slices of 16 sends (SLICE),
+            # or 64 (QUIET_SLICE) after the publisher's own first one
+            per_slice = 16 if publisher_waits else 16 * math.ceil(QUIET_SLICE / 0.0002 / 16)
+            trigger = sends + 41  # in the second or third slice of the broadcast
+            await hub.publish(Chunk(1, ""), to=Everyone)
             with anyio.fail_after(5):
                 await reader.readexactly(1)
             read_at = sends
             assert written_at
-            assert read_at - written_at < 16  # the rest of its slice at most, not one more
+            assert read_at - written_at < per_slice  # the rest of its slice at most, not more
             with anyio.fail_after(5):
                 while sum(map(len, received.values())) < 300 * 3:
                     await anyio.lowlevel.checkpoint()
+            backplane.go.set()
             for conn in hub.connections():
                 hub.unregister(conn)
     finally:

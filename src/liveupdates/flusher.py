@@ -4,7 +4,8 @@ A fan-out queues messages (`Outbox.push`); an outbox that stops being empty puts
 on the flusher's list. Once the publisher yields, the flusher drains each listed connection into
 one frame and starts sending it. An event that finds the process quiet skips the outboxes: its
 frame goes to each connection as the fan-out reaches it, as in a bare send loop, for one slice
-of 2 ms; then the flusher carries the broadcast on from where it stopped, slice by slice. While
+(2 ms while a publisher waits for its backplane, else 10 ms); then the flusher carries the
+broadcast on from where it stopped, slice by slice. While
 a broadcast is in progress, anything queued for a connection first puts the broadcast's message
 into every outbox it has yet to reach (`OrderGuard`), so each connection keeps the order.
 Either way:
@@ -44,6 +45,10 @@ Spawn = Callable[..., None]
 # (Redis) adds its next events meanwhile, so the connections not yet flushed get them in the
 # same frame, and the process keeps reading its sockets.
 SLICE = 0.002
+# A broadcast sent straight to the sockets while no publisher waits yields every QUIET_SLICE
+# seconds instead: each time the flusher gives way costs the sends after it their warm caches
+# (measured: 2 ms slices made such a fan-out about 10 % slower than none at all, 10 ms 3 %).
+QUIET_SLICE = 0.01
 # An event that finds the process quiet (nothing flushed for QUIET seconds) is sent as it is
 # fanned out, as a bare send loop would: isolated events leave at once, close followers are
 # batched through the outboxes.
@@ -65,6 +70,7 @@ class Flusher:
         self.turn_at = 0.0  # perf_counter time the flusher last got a turn (publishers see it)
         # a broadcast in progress: its message, and the connections it has yet to reach
         self._broadcast: tuple[Message, Iterator[Connection]] | None = None
+        self.waiting = 0  # publishers waiting for their backplane (the hub counts them)
         self.guard = OrderGuard(self._settle)
         self._driver = _driver()
 
@@ -107,14 +113,15 @@ class Flusher:
             wake.set()
 
     def _send(self, conns: Iterator[Connection], message: Message) -> tuple[bool, bool]:
-        """Send `message` straight to `conns` for about `SLICE` seconds.
+        """Send `message` straight to `conns` for about `SLICE` seconds (`QUIET_SLICE` when no
+        publisher waits for its backplane).
 
         Returns (an outbox is at least half full, `conns` are exhausted).
         """
         loop, frame, stream, now = self._loop, message.frame, message.stream, self.clock()
         assert loop is not None
         perf_counter = time.perf_counter
-        deadline = perf_counter() + SLICE
+        deadline = perf_counter() + (SLICE if self.waiting else QUIET_SLICE)
         filling, done, sent = False, True, 0
         drive = self._driver.send  # (`_start`, inlined: this loop is the fan-out's hot path)
         for count, conn in enumerate(conns, 1):

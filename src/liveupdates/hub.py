@@ -228,11 +228,15 @@ class Hub:
                 await self._publish_stream(stream, body, slot)
 
     async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
+        flusher = self._flusher
+        flusher.waiting += 1  # (a broadcast meanwhile gives it a turn every SLICE)
         try:
             await self.backplane.publish(stream, body, slot)
         except BackplaneError:
             self._unannounced.add(stream)  # resynced everywhere once the backplane is back
             raise
+        finally:
+            flusher.waiting -= 1
         self.metrics.publishes += 1
         # A publisher in a tight loop lets the writers run every YIELD_BUDGET seconds, or as soon
         # as an outbox is half full: events of a burst leave together (one frame per client),
