@@ -10,7 +10,7 @@ import pytest
 
 from liveupdates import Limits, Principal
 from liveupdates.connection import Connection, ConnectionState
-from liveupdates.sweeper import BATCH, sweep_pass
+from liveupdates.sweeper import _PING, BATCH, sweep_once, sweep_pass
 
 pytestmark = pytest.mark.anyio
 
@@ -43,3 +43,25 @@ async def test_a_pass_over_many_connections_lets_others_run(anyio_backend: str) 
         tg.cancel_scope.cancel()
     assert ran >= 1  # during the pass (in one go: 0)
     assert all(len(conn.outbox) == 1 for conn in conns)  # every idle one got its ping
+
+
+async def test_a_connection_whose_streams_had_events_lately_is_not_pinged(
+    anyio_backend: str,
+) -> None:
+    """An event sent straight to the sockets records nothing per connection: the stream's last
+    fan-out counts as a send to each of its connections. Idle for half the heartbeat interval,
+    on every one of its streams, a connection is pinged."""
+    limits = Limits()
+    now = time.monotonic()
+    half = limits.heartbeat_interval / 2
+    events = {"topic:busy": now - 1.0, "topic:quiet": now - half - 1.0}
+    conns = {}
+    for name, streams in [("busy", {"topic:busy", "topic:quiet"}), ("quiet", {"topic:quiet"})]:
+        conn = Connection(name, Principal(user=None), "websocket", limits, now - half - 2.0)
+        conn.state = ConnectionState.OPEN
+        conn.last_received = now  # it answers
+        conn.streams |= streams
+        conns[name] = conn
+    sweep_once(conns.values(), limits, now, time.time(), lambda stream: events.get(stream, 0.0))
+    assert len(conns["busy"].outbox) == 0
+    assert list(conns["quiet"].outbox.items.values()) == [_PING]

@@ -142,8 +142,7 @@ class Flusher:
                     drive = self._driver.send
                 else:
                     if step is _DONE:
-                        sent += 1
-                        conn.last_sent = now
+                        sent += 1  # (`conn.last_sent` is the stream's: `Streams.sent_at`)
                     else:
                         self._suspended(loop, conn, sender, frame, step, now)
                         drive = self._driver.send

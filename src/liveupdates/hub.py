@@ -116,7 +116,7 @@ class Hub:
         self._running = self._accepting = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
-        self._tg.start_soon(sweep, self._conns, self.limits, self.clock)
+        self._tg.start_soon(sweep, self._conns, self.limits, self.clock, self._routes.sent_at)
         self._tg.start_soon(self._flusher.run)
         if self.drain_signals and threading.current_thread() is threading.main_thread():
             self._tg.start_soon(self._drain_on_signal)

@@ -30,7 +30,7 @@ Spawn = Callable[..., None]
 class _Stream:
     """What this process knows of one stream it has local connections on."""
 
-    __slots__ = ("again", "conns", "epoch", "head", "pending", "prefix", "reconciling")
+    __slots__ = ("again", "conns", "epoch", "head", "pending", "prefix", "reconciling", "sent_at")
 
     def __init__(self) -> None:
         self.conns: dict[Connection, None] = {}
@@ -40,6 +40,7 @@ class _Stream:
         self.again = False  # ...and must run once more when it ends
         self.epoch = ""
         self.prefix = ""
+        self.sent_at = 0.0  # (hub clock) when its last event was fanned out to its connections
 
 
 class Streams:
@@ -88,6 +89,12 @@ class Streams:
                 return
         self._fan_out(state, publication)
 
+    def sent_at(self, stream: str) -> float:
+        """When the last event of `stream` was fanned out here (0: never); the sweeper's
+        measure of a connection's last send, along with `Connection.last_sent`."""
+        state = self._streams.get(stream)
+        return 0.0 if state is None else state.sent_at
+
     def reset(self) -> None:
         """The backplane reconnected: check every stream for publications this process missed."""
         self.metrics.backplane_resets += 1
@@ -110,6 +117,7 @@ class Streams:
             self._apply_control(state, publication)
             return
         message = self._message(state, publication)
+        state.sent_at = self.flusher.clock()  # (a direct send records nothing per connection)
         if self.flusher.fan_out(state.conns, message):
             self.filling = True
         self.metrics.deliveries += len(state.conns)

@@ -2,8 +2,11 @@
 
 Each pass (at most every second) it closes slow consumers (`4503`), dead peers (`4504`) and
 connections whose credential expired (`4440`), warns those whose credential expires soon
-(`expiring`), and pings a connection that has sent nothing for half the heartbeat interval (the
-client hears from the server every `heartbeat`) or heard nothing for a whole one: the client of
+(`expiring`), and pings a connection that has been sent nothing for half the heartbeat interval
+(the client hears from the server every `heartbeat`; what it was sent is its own frames,
+`Connection.last_sent`, and the events of its streams, `Streams.sent_at`, which a fan-out
+straight to the sockets records once per event, not per connection) or heard nothing for a
+whole one: the client of
 a connection that receives events all the time still has a ping to answer, the sign of life that
 keeps it open (with the defaults, two chances before the 60 s timeout). A pass
 looks at `BATCH` connections between two turns of the event loop, so that it never holds up the
@@ -32,8 +35,15 @@ def sweep_period(limits: Limits) -> float:
     return min(limits.heartbeat_interval / 2, limits.send_timeout / 2, 1.0)
 
 
-def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: float) -> None:
-    """One pass over `conns` at monotonic time `now` and wall-clock time `wall`."""
+def sweep_once(
+    conns: Iterable[Connection],
+    limits: Limits,
+    now: float,
+    wall: float,
+    sent_at: Callable[[str], float] = lambda stream: 0.0,
+) -> None:
+    """One pass over `conns` at monotonic time `now` and wall-clock time `wall`; `sent_at`
+    tells when a stream's last event was fanned out (`Streams.sent_at`)."""
     idle = limits.heartbeat_interval / 2
     for conn in conns:
         if conn.state is not ConnectionState.OPEN:
@@ -54,23 +64,41 @@ def sweep_once(conns: Iterable[Connection], limits: Limits, now: float, wall: fl
                 conn.warned = True
                 conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
             silent = now - max(conn.last_received, conn.pinged)
-            if now - conn.last_sent >= idle or silent >= limits.heartbeat_interval:
+            if silent >= limits.heartbeat_interval or (
+                now - conn.last_sent >= idle and now - _last_event(conn, sent_at) >= idle
+            ):
                 conn.pinged = now
                 conn.push(_PING)
 
 
-async def sweep_pass(conns: list[Connection], limits: Limits, clock: Callable[[], float]) -> None:
+def _last_event(conn: Connection, sent_at: Callable[[str], float]) -> float:
+    """When an event of one of `conn`'s streams was last fanned out: sent straight to its
+    socket, such an event updates no `last_sent` (one write per connection and event less)."""
+    return max(map(sent_at, conn.streams), default=0.0)
+
+
+async def sweep_pass(
+    conns: list[Connection],
+    limits: Limits,
+    clock: Callable[[], float],
+    sent_at: Callable[[str], float] = lambda stream: 0.0,
+) -> None:
     """One pass over `conns`, `BATCH` connections at a time: the process serves others in
     between (20,000 connections take about 11 ms, which would otherwise stall every send)."""
     for start in range(0, len(conns), BATCH):
         if start:
             await anyio.lowlevel.checkpoint()
-        sweep_once(conns[start : start + BATCH], limits, clock(), time.time())
+        sweep_once(conns[start : start + BATCH], limits, clock(), time.time(), sent_at)
 
 
-async def sweep(conns: dict[str, Connection], limits: Limits, clock: Callable[[], float]) -> None:
+async def sweep(
+    conns: dict[str, Connection],
+    limits: Limits,
+    clock: Callable[[], float],
+    sent_at: Callable[[str], float],
+) -> None:
     """Sweep `conns` (the hub's live registry) forever."""
     period = sweep_period(limits)
     while True:
         await anyio.sleep(period)
-        await sweep_pass(list(conns.values()), limits, clock)
+        await sweep_pass(list(conns.values()), limits, clock, sent_at)
