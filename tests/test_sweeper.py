@@ -65,3 +65,25 @@ async def test_a_connection_whose_streams_had_events_lately_is_not_pinged(
     sweep_once(conns.values(), limits, now, time.time(), lambda stream: events.get(stream, 0.0))
     assert len(conns["busy"].outbox) == 0
     assert list(conns["quiet"].outbox.items.values()) == [_PING]
+
+
+async def test_connections_opened_together_are_not_pinged_together(anyio_backend: str) -> None:
+    """After a deploy every client reconnects at once: their pings (and pongs) spread over a
+    quarter of the heartbeat interval instead of coming all in one pass, every interval."""
+    limits = Limits()
+    opened = time.monotonic()
+    conns = []
+    for i in range(1000):
+        conn = Connection(str(i), Principal(user=None), "websocket", limits, opened)
+        conn.state = ConnectionState.OPEN
+        conns.append(conn)
+    pinged_per_pass = []
+    for second in range(1, int(limits.heartbeat_interval / 2) + 2):
+        now = opened + second
+        sweep_once(conns, limits, now, time.time())
+        pinged = [conn for conn in conns if conn.outbox.drain() is not None]
+        for conn in pinged:
+            conn.last_sent = now  # (as the flusher records a frame it sent)
+        pinged_per_pass.append(len(pinged))
+    assert sum(pinged_per_pass) == 1000  # each one pinged once within half an interval
+    assert max(pinged_per_pass) < 1000 / 4  # spread over about six passes, not one

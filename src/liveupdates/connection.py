@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class Connection:
         "close_reason",
         "closing",
         "gates",
+        "heartbeat_jitter",
         "id",
         "last_received",
         "last_sent",
@@ -125,6 +127,9 @@ class Connection:
         self.since = time.time()
         self.last_received = self.last_sent = now
         self.pinged = now  # when the sweeper last pinged it (the last ping's reply, at least)
+        # how much sooner than the heartbeat rules say this connection is pinged: connections
+        # opened together (after a deploy) are not pinged together, every interval
+        self.heartbeat_jitter = random.random() * limits.heartbeat_interval / 4
         self.sending_since = 0.0  # when the send under way started; 0 when none
         self.scope = anyio.CancelScope()
         self.close_code: int | None = None

@@ -8,7 +8,10 @@ connections whose credential expired (`4440`), warns those whose credential expi
 straight to the sockets records once per event, not per connection) or heard nothing for a
 whole one: the client of
 a connection that receives events all the time still has a ping to answer, the sign of life that
-keeps it open (with the defaults, two chances before the 60 s timeout). A pass
+keeps it open (with the defaults, two chances before the 60 s timeout). Each connection is
+pinged up to a quarter of the interval sooner than these rules say (`heartbeat_jitter`, drawn
+when it opens), so that the connections opened together after a deploy are not pinged
+together, in one pass, every interval, and their pongs do not arrive in one burst. A pass
 looks at `BATCH` connections between two turns of the event loop, so that it never holds up the
 process for long.
 """
@@ -63,9 +66,10 @@ def sweep_once(
             ):
                 conn.warned = True
                 conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
+            quiet = idle - conn.heartbeat_jitter  # (the jitter: up to a quarter of the interval)
             silent = now - max(conn.last_received, conn.pinged)
-            if silent >= limits.heartbeat_interval or (
-                now - conn.last_sent >= idle and now - _last_event(conn, sent_at) >= idle
+            if silent >= quiet + idle or (
+                now - conn.last_sent >= quiet and now - _last_event(conn, sent_at) >= quiet
             ):
                 conn.pinged = now
                 conn.push(_PING)
