@@ -7,24 +7,27 @@
     python -m benchmarks.delivery --idle 20000             # idle connections, one broadcast
     python -m benchmarks.delivery --no-pin                 # the OS places every process
 
-For each N and each stack, the driver starts the server under uvicorn (one worker), measures its
-resident memory before and after N clients connect, then runs the scenarios through the load
-generator (`benchmarks/loadgen.py`, separate processes of at most ``--per-loadgen`` clients):
+For each N, a round starts every stack's server under uvicorn (one worker, its WebSocket
+keepalive pings off) and connects N clients to each, one server after the other, measuring
+each server's resident memory before and after its clients connect; the clients are the load
+generator's (`benchmarks/loadgen.py`, separate processes of at most ``--per-loadgen`` clients).
+Then, with every server up side by side:
 
-- burst: K = max(20, min(500, 100,000 // N)) events back to back; deliveries per second until
-  the last client has the last event, and lost deliveries;
-- rate: R = max(1, min(20, 10,000 / N)) events per second for ``--rate-seconds``; publish to
-  receive latency p50, p99 and max;
-- flood (N <= ``--flood-max-n``): 1,000 invalidations per second on 5 keys for
-  ``--flood-seconds``: frames per client per second, and deliveries per client per key per 0.1 s
-  window of the flood.
+- burst, one stack after the other: K = max(20, min(500, 100,000 // N)) events back to back;
+  deliveries per second until the last client has the last event, and lost deliveries;
+- rate, interleaved: R = max(1, min(20, 10,000 / N)) events per second, ``--warmup`` seconds
+  of each stack (not measured), then blocks of ``--block`` seconds, one stack's after the
+  other's, until each had ``--rate-seconds``; publish to receive latency p50, p99 and max over
+  all of a stack's blocks, and the CPU steal of the machine meanwhile;
+- flood (N <= ``--flood-max-n``), one stack after the other: 1,000 invalidations per second on
+  5 keys for ``--flood-seconds``: frames per client per second, and deliveries per client per
+  key per 0.1 s window of the flood.
 
-Every N runs ``--repeat`` rounds (default 3) over the stacks, a fresh server each time, so that
-a drift of the machine affects every stack alike. It prints each run as it ends, then one table
-of the medians over the rounds, with the ratios of each row to the bare loop at the same N, then
-each round's latency ratios (how much they move), and exits with status 1 if any delivery was
-lost. A redis-server of its own (free port, no persistence) serves
-the Redis stacks; it is stopped at exit.
+Every N runs ``--repeat`` rounds (default 3), with fresh servers each time. It prints each
+round's rows as it ends, then one table of the medians over the rounds, with the ratios of each
+row to the bare loop at the same N, then each round's latency ratios (how much they move), and
+exits with status 1 if any delivery was lost. A redis-server of its own (free port, no
+persistence) serves the Redis stacks; it is stopped at exit.
 """
 
 from __future__ import annotations
@@ -211,6 +214,7 @@ class Server:
             sys.executable, "-m", "uvicorn", f"benchmarks.servers:{stack.app}",
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             "--no-access-log", "--backlog", "4096",
+            "--ws-ping-interval", "0",  # (see docs/benchmarks.md: the stacks)
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned("server"))
         deadline = time.monotonic() + 30
@@ -364,6 +368,7 @@ def scenario(
     elapsed = max(end - start, 1e-9)
     samples = [x for r in reports for x in r["latencies_ms"]]
     result: dict[str, Any] = {
+        "samples": samples,
         "count": count,
         "rate": rate,
         "elapsed_s": elapsed,
@@ -391,47 +396,108 @@ def scenario(
     return result
 
 
-def run(stack: Stack, n: int, args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
-    """One row: start the server, connect N clients, run the scenarios."""
-    server = Server(stack, redis_url)
-    gens: LoadGens | None = None
+@dataclass
+class Row:
+    """One stack's server and clients in a round, and its figures."""
+
+    stack: Stack
+    server: Server
+    gens: LoadGens
+    result: dict[str, Any]
+    cpu: tuple[float, float] = (0.0, 0.0)  # server's and load generators' CPU seconds so far
+
+
+def run_round(
+    stacks: list[Stack], n: int, args: argparse.Namespace, redis_url: str | None
+) -> list[dict[str, Any]]:
+    """One round at N: every stack's server up with its N clients, side by side. The bursts and
+    floods run one stack after the other; the fixed rate is interleaved, `--block` seconds of
+    one stack, then of the next, so that what the machine does meanwhile hits every stack
+    alike."""
+    rows: list[Row] = []
     try:
-        time.sleep(args.settle)
-        before = server.rss()
-        gens = LoadGens(server.port, stack.protocol, n, args.per_loadgen)
-        server.wait_connections(n, 60)
-        time.sleep(args.settle)  # idle connections settle
-        after = server.rss()
-        cpu = cpu_seconds(server.process.pid), gens.cpu_seconds()
-        result: dict[str, Any] = {
-            "stack": stack.name,
-            "n": n,
-            "rss_before_kib": before,
-            "rss_after_kib": after,
-            "kib_per_connection": (after - before) / n,
-        }
+        for stack in stacks:  # memory: each server's growth while its own clients connect
+            server = Server(stack, redis_url)
+            try:
+                time.sleep(args.settle)
+                before = server.rss()
+                gens = LoadGens(server.port, stack.protocol, n, args.per_loadgen)
+            except BaseException:
+                server.stop()
+                raise
+            rows.append(Row(stack, server, gens, {"stack": stack.name, "n": n}))
+            server.wait_connections(n, 60)
+            time.sleep(args.settle)  # idle connections settle
+            after = server.rss()
+            rows[-1].result |= {
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_connection": (after - before) / n,
+            }
+        for row in rows:
+            row.cpu = cpu_seconds(row.server.process.pid), row.gens.cpu_seconds()
         burst = max(20, min(500, 100_000 // n))
-        result["burst"] = scenario(server, gens, n, burst, 0, "tick", latencies=False)
-        rate = max(1.0, min(20.0, 10_000 / n))
-        if args.warmup > 0:  # the same load first, not measured (see --warmup)
-            warm = max(1, round(rate * args.warmup))
-            scenario(server, gens, n, warm, rate, "tick", latencies=False)
-        count = max(2, round(rate * args.rate_seconds))
-        ticks = cpu_times()
-        result["rate"] = scenario(server, gens, n, count, rate, "tick", latencies=True)
-        total, stolen = (after - before for after, before in zip(cpu_times(), ticks, strict=True))
-        result["rate"]["steal"] = stolen / total if total else 0.0
+        for row in rows:
+            row.result["burst"] = scenario(row.server, row.gens, n, burst, 0, "tick", False)
+        interleaved_rate(rows, n, args)
         if n <= args.flood_max_n and args.flood_seconds > 0:
             count = round(FLOOD_RATE * args.flood_seconds)
-            result["flood"] = scenario(server, gens, n, count, FLOOD_RATE, "flood", False)
-        # CPU seconds spent in the scenarios: the load generator should cost far less
-        result["server_cpu_s"] = cpu_seconds(server.process.pid) - cpu[0]
-        result["loadgen_cpu_s"] = gens.cpu_seconds() - cpu[1]
-        return result
+            for row in rows:
+                row.result["flood"] = scenario(
+                    row.server, row.gens, n, count, FLOOD_RATE, "flood", False
+                )
+        for row in rows:  # CPU in the scenarios: the load generator should cost far less
+            row.result["server_cpu_s"] = cpu_seconds(row.server.process.pid) - row.cpu[0]
+            row.result["loadgen_cpu_s"] = row.gens.cpu_seconds() - row.cpu[1]
+        return [row.result for row in rows]
     finally:
-        if gens is not None:
-            gens.stop()
-        server.stop()
+        for row in rows:
+            row.gens.stop()
+            row.server.stop()
+
+
+def interleaved_rate(rows: list[Row], n: int, args: argparse.Namespace) -> None:
+    """The fixed rate: `--warmup` seconds of each stack, not measured, then blocks of
+    `--block` seconds, stack after stack (each block starting with the next stack), until
+    each stack had `--rate-seconds`; latency percentiles over all of a stack's blocks."""
+    rate = max(1.0, min(20.0, 10_000 / n))
+    if args.warmup > 0:
+        for row in rows:
+            scenario(
+                row.server, row.gens, n, max(1, round(rate * args.warmup)), rate, "tick", False
+            )
+    per_block = max(1, round(rate * args.block))
+    blocks = max(1, math.ceil(max(2, round(rate * args.rate_seconds)) / per_block))
+    samples: dict[str, list[float]] = {row.stack.name: [] for row in rows}
+    totals: dict[str, list[float]] = {row.stack.name: [0, 0, 0.0] for row in rows}
+    ticks = cpu_times()
+    for block in range(blocks):
+        shift = block % len(rows)
+        for row in rows[shift:] + rows[:shift]:
+            out = scenario(row.server, row.gens, n, per_block, rate, "tick", latencies=True)
+            samples[row.stack.name] += out["samples"]
+            total = totals[row.stack.name]
+            total[0] += out["deliveries"]
+            total[1] += out["expected"]
+            total[2] += out["elapsed_s"]
+    stolen = [after - before for after, before in zip(cpu_times(), ticks, strict=True)]
+    for row in rows:
+        got, expected, elapsed = totals[row.stack.name]
+        values = samples[row.stack.name]
+        row.result["rate"] = {
+            "count": per_block * blocks,
+            "rate": rate,
+            "blocks": blocks,
+            "elapsed_s": elapsed,
+            "deliveries": got,
+            "expected": expected,
+            "lost": max(0, expected - got),
+            "per_second": got / max(elapsed, 1e-9),
+            "p50_ms": percentile(values, 0.50),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": max(values, default=math.nan),
+            "steal": stolen[1] / stolen[0] if stolen[0] else 0.0,
+        }
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -581,6 +647,12 @@ def main() -> int:
     )
     parser.add_argument("--rate-seconds", type=float, default=8.0)
     parser.add_argument(
+        "--block",
+        type=float,
+        default=1.0,
+        help="s of the fixed rate on one stack before the next one's turn (interleaved)",
+    )
+    parser.add_argument(
         "--warmup",
         type=float,
         default=2.0,
@@ -621,13 +693,15 @@ def main() -> int:
         rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
         print(header(), flush=True)
         for n in args.n:
-            for round_ in range(args.repeat):  # interleaved: drifts of the machine hit all
-                bare = None
-                for name in args.stacks:
-                    result = run(STACKS[name], n, args, redis_url)
-                    rounds.setdefault((name, n), []).append(result)
-                    if name == "bare":
-                        bare = result
+            for round_ in range(args.repeat):  # fresh servers: drifts of the machine hit all
+                round_results = run_round(
+                    [STACKS[name] for name in args.stacks], n, args, redis_url
+                )
+                bare = next((r for r in round_results if r["stack"] == "bare"), None)
+                for result in round_results:
+                    for scenario_ in ("burst", "rate", "flood"):
+                        result.get(scenario_, {}).pop("samples", None)
+                    rounds.setdefault((result["stack"], n), []).append(result)
                     note = f"  round {round_ + 1}/{args.repeat}" if args.repeat > 1 else ""
                     note += f"  steal {result['rate']['steal']:.0%}"
                     print(format_line(row_cells(result, bare)) + note, flush=True)

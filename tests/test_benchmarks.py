@@ -26,7 +26,7 @@ def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str,
     output = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
-        "--rate-seconds", "0.4", "--warmup", "0.2", "--flood-seconds", "0.3",
+        "--rate-seconds", "0.4", "--warmup", "0.2", "--block", "0.2", "--flood-seconds", "0.3",
         "--settle", "0.2",
         "--json", str(output), "--plots", str(tmp_path / "img"), "--pin", "--repeat", "2",
     ]  # fmt: skip
@@ -49,6 +49,8 @@ def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_
             assert isinstance(figures, dict)
             assert figures["lost"] == 0, (r["stack"], scenario, figures)
             assert figures["deliveries"] == figures["expected"] > 0
+        rate = r["rate"]
+        assert isinstance(rate, dict) and rate["blocks"] == 2  # interleaved with the others
         flood = r["flood"]
         assert isinstance(flood, dict) and flood["keys_per_client"] > 0
     table = stdout[stdout.rindex("stack ") : stdout.index("round by round")]  # the medians

@@ -3,7 +3,8 @@
 Each command is written as it comes and its reply awaited in order: no pool, lock, task or
 timer per command, and concurrent publishers share round trips. Replies come back in the order
 the commands were written; the link (`_redis_link`) hands each, in the callback that read it,
-to the oldest command waiting.
+to the oldest command waiting. Writing never waits: each caller waits for its own reply, so
+what the transport buffers is bounded by the callers waiting, for `timeout` seconds at most.
 
 A lost link, or a command left without a reply for `timeout` seconds (one timer, for the
 oldest command in flight), fails every command in flight with `BackplaneUnavailable` and tells
