@@ -43,7 +43,7 @@ def sweep_once(
     limits: Limits,
     now: float,
     wall: float,
-    sent_at: Callable[[str], float] = lambda stream: 0.0,
+    sent_at: Callable[[str], float],
 ) -> None:
     """One pass over `conns` at monotonic time `now` and wall-clock time `wall`; `sent_at`
     tells when a stream's last event was fanned out (`Streams.sent_at`)."""
@@ -85,7 +85,7 @@ async def sweep_pass(
     conns: list[Connection],
     limits: Limits,
     clock: Callable[[], float],
-    sent_at: Callable[[str], float] = lambda stream: 0.0,
+    sent_at: Callable[[str], float],
 ) -> None:
     """One pass over `conns`, `BATCH` connections at a time: the process serves others in
     between (20,000 connections take about 11 ms, which would otherwise stall every send)."""
