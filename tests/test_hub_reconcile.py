@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Any
 
 import anyio
@@ -74,6 +76,45 @@ async def test_a_lost_publication_is_replayed_in_order() -> None:
         await hub.publish(Step("lost"), to=Topic("t"))
         await hub.publish(Step("c"), to=Topic("t"))
         assert await steps_until(ws, "c") == ["a", "lost", "c"]
+
+
+class _FromCallback:
+    """Hands each delivery on from a plain asyncio callback, outside any task and its context:
+    where the Redis backplane's links deliver (in the callback that read the bytes)."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def deliver(self, publication: Publication) -> None:
+        asyncio.get_running_loop().call_soon(
+            self.receiver.deliver, publication, context=contextvars.Context()
+        )
+
+    def reset(self) -> None:
+        asyncio.get_running_loop().call_soon(self.receiver.reset, context=contextvars.Context())
+
+
+class CallbackBackplane(LossyBackplane):
+    async def start(self, receiver: Any) -> None:
+        await super().start(_FromCallback(receiver))
+
+
+async def test_a_lost_publication_is_replayed_when_deliveries_come_from_a_callback(
+    anyio_backend: str,
+) -> None:
+    """The gap is seen in a callback, outside any task; the hub starts its recovery anyway."""
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncio callbacks (the Redis links are asyncio protocols)")
+    backplane = CallbackBackplane()
+    async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello", "topics": ["t"]})
+        await ws.receive_until(lambda m: m.get("stream") == "topic:t")
+        await hub.publish(Step("a"), to=Topic("t"))
+        backplane.drop_next = 1
+        await hub.publish(Step("lost"), to=Topic("t"))
+        await hub.publish(Step("c"), to=Topic("t"))
+        with anyio.fail_after(5):
+            assert await steps_until(ws, "c") == ["a", "lost", "c"]
 
 
 async def test_a_failed_history_read_is_retried_after_the_backplane_resets() -> None:

@@ -8,6 +8,7 @@ Transports (the ASGI endpoints) register connections with it; the application pu
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -91,6 +92,7 @@ class Hub:
         self._drained: anyio.Event | None = None
         self._token: EventLoopToken | None = None
         self._thread = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # on asyncio, while running
         self.metrics = Metrics()
         self._flusher = Flusher(self.metrics, clock, self.limits.flush_interval, self._spawn)
         self._routes = Streams(
@@ -116,6 +118,7 @@ class Hub:
         self._running = self._accepting = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
+        self._loop = _running_asyncio_loop()
         self._tg.start_soon(sweep, self._conns, self.limits, self.clock, self._routes.sent_at)
         self._tg.start_soon(self._flusher.run)
         if self.drain_signals and threading.current_thread() is threading.main_thread():
@@ -138,7 +141,7 @@ class Hub:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
-        self._token = None
+        self._token, self._loop = None, None
 
     async def drain(self) -> None:
         """Stop accepting connections; tell every client to come back within the retry window.
@@ -278,8 +281,18 @@ class Hub:
             self._unannounced.discard(stream)
 
     def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
-        if self._tg is not None and self._running:
-            self._tg.start_soon(func, *args)
+        if self._tg is None or not self._running:
+            return
+        loop = self._loop
+        if loop is not None and asyncio.current_task(loop) is None:
+            # An asyncio callback outside any task (the Redis links deliver in the one that read
+            # the bytes), where anyio may not tell which event loop runs: start it from a task.
+            loop.create_task(self._spawn_from_task(func, args))  # (its first step holds it)
+            return
+        self._tg.start_soon(func, *args)
+
+    async def _spawn_from_task(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._spawn(func, *args)
 
     def _call_soon(self, func: Callable[[], Awaitable[Any]]) -> None:
         """Run `func` in the hub's task group, from the event loop's thread or any other."""
@@ -504,3 +517,11 @@ class Hub:
 
 
 _CODES = frozenset(CloseCode)
+
+
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio event loop running this task; None on trio."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
