@@ -27,7 +27,10 @@ Every N runs ``--repeat`` rounds (default 3), with fresh servers each time. It p
 round's rows as it ends, then one table of the medians over the rounds, with the ratios of each
 row to the bare loop at the same N, then each round's latency ratios (how much they move), and
 exits with status 1 if any delivery was lost. A redis-server of its own (free port, no
-persistence) serves the Redis stacks; it is stopped at exit.
+persistence) serves the Redis stacks; it is stopped at exit. Pinned (the default), the servers
+run on one CPU and the load generators on the others; redis-server runs beside the servers
+(``--redis-cpu server``, as Redis on the application's host) or beside the load generators
+(``--redis-cpu clients``).
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
-# --pin: the server on one CPU, the load generators and redis-server on the others
+# --pin: the server on one CPU, the load generators on the others; redis-server with either
 AFFINITY: dict[str, set[int]] = {}
 
 
@@ -165,8 +168,9 @@ def pinned(role: str) -> Callable[[], None] | None:
 # redis-server -------------------------------------------------------------------------------
 
 
-def start_redis() -> str:
-    """A redis-server of our own on a free port (no persistence), stopped at exit; its URL."""
+def start_redis(role: str) -> str:
+    """A redis-server of our own on a free port (no persistence), on the CPUs of `role`,
+    stopped at exit; its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise BenchError("redis-server is not installed (the Redis stacks need it)")
@@ -176,7 +180,7 @@ def start_redis() -> str:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", directory, "--maxclients", "10000"],
         stdout=subprocess.DEVNULL,
-        preexec_fn=pinned("clients"),
+        preexec_fn=pinned(role),
     )  # fmt: skip
     atexit.register(shutil.rmtree, directory, True)
     atexit.register(stop, process)
@@ -645,7 +649,12 @@ def main() -> int:
         default=[name for name in STACKS if name != "bare-control"],
         choices=list(STACKS),
     )
-    parser.add_argument("--rate-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=16.0,
+        help="s of the fixed rate per stack, measured (the p99 is decided by its slowest events)",
+    )
     parser.add_argument(
         "--block",
         type=float,
@@ -675,7 +684,14 @@ def main() -> int:
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the server on one CPU, the clients and redis-server on the others (default)",
+        help="the server on one CPU, the clients on the others (default)",
+    )
+    parser.add_argument(
+        "--redis-cpu",
+        choices=["server", "clients"],
+        default="server",
+        help="pinned, redis-server shares the CPU of the servers (default: as Redis on the "
+        "application's host) or of the load generators",
     )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
@@ -688,7 +704,9 @@ def main() -> int:
     try:
         if args.idle:
             return report_idle(idle(args), args)
-        redis_url = start_redis() if any(STACKS[s].redis for s in args.stacks) else None
+        redis_url = (
+            start_redis(args.redis_cpu) if any(STACKS[s].redis for s in args.stacks) else None
+        )
         results: list[dict[str, Any]] = []
         rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
         print(header(), flush=True)
