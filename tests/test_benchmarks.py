@@ -8,6 +8,8 @@ that the table has every stack with its ratios to the bare loop.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis_server import redis_server_available
 
+from benchmarks import delivery
 from benchmarks.delivery import STACKS, combine
 from benchmarks.plot import write_plots
 
@@ -86,6 +89,28 @@ def test_redis_stacks(tmp_path: Path) -> None:
         pytest.skip("no redis-server binary")
     stacks = ["bare"] + [name for name, stack in STACKS.items() if stack.redis]
     check(stacks, *run_delivery(stacks, tmp_path), tmp_path)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("role", ["server", "clients"])
+def test_redis_server_runs_on_the_cpus_asked_for(
+    role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--redis-cpu`: pinned, the harness' redis-server shares the servers' CPU or the clients'."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not redis_server_available():
+        pytest.skip("needs two CPUs and a redis-server binary")
+    monkeypatch.setattr(delivery, "AFFINITY", {"server": {cpus[0]}, "clients": set(cpus[1:])})
+    port = int(delivery.start_redis(role).rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"INFO server\r\n")
+        info = b""
+        while b"process_id:" not in info or not info.endswith(b"\r\n"):
+            info += sock.recv(65536)
+        pid = int(info.split(b"process_id:")[1].split(b"\r\n")[0])
+        assert os.sched_getaffinity(pid) == delivery.AFFINITY[role]
+        sock.sendall(b"SHUTDOWN NOSAVE\r\n")
+        sock.recv(64)  # the connection closes once it has stopped
 
 
 def test_plot_of_nothing_and_of_one_point(tmp_path: Path) -> None:
