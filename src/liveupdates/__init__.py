@@ -18,9 +18,11 @@ from .errors import BackplaneUnavailable as BackplaneUnavailable
 from .errors import CloseCode as CloseCode
 from .errors import ErrorCode as ErrorCode
 from .errors import FrameTooLarge as FrameTooLarge
+from .errors import HookFailed as HookFailed
 from .errors import HubClosed as HubClosed
 from .errors import LiveUpdatesError as LiveUpdatesError
 from .errors import ProtocolError as ProtocolError
+from .errors import TokenExpired as TokenExpired
 from .errors import Unauthorized as Unauthorized
 from .events import Event as Event
 from .events import Invalidate as Invalidate
@@ -54,6 +56,7 @@ __all__ = (
     "Event",
     "Everyone",
     "FrameTooLarge",
+    "HookFailed",
     "Hub",
     "HubClosed",
     "HubStats",
@@ -70,6 +73,7 @@ __all__ = (
     "Set",
     "Target",
     "ThrottleRule",
+    "TokenExpired",
     "Topic",
     "Transaction",
     "TransactionClosed",

@@ -1,18 +1,24 @@
 """Who a connection is, and the application's hooks that decide it.
 
 `authenticate(request) -> Principal | None` runs once per connection (and on every in-band
-token refresh); returning None or raising `Unauthorized` refuses it. `authorize(principal,
-topic) -> bool` runs for every topic subscription. Both may be sync or async.
+token refresh); returning None or raising `Unauthorized` refuses it, a `Principal` whose
+`expires_at` is past is refused as expired, and any other exception is a server error (the
+client retries). `authorize(principal, topic) -> bool` runs for every topic subscription.
+Both may be sync or async: a sync hook runs in a worker thread, so that a blocking call (a
+database query, Django's ORM) neither stalls the event loop nor fails for running in it.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl
+
+import anyio.to_thread
 
 from .protocol import TOKEN_SUBPROTOCOL_PREFIX
 
@@ -97,11 +103,23 @@ Authorize: TypeAlias = Callable[[Principal, str], "bool | Awaitable[bool]"]
 
 
 async def call_hook(hook: Callable[..., T | Awaitable[T]], *args: Any) -> T:
-    """Call a sync or async application hook."""
-    result = hook(*args)
+    """Call an application hook: an async one is awaited, a sync one runs in a worker thread
+    (anyio's, at most 40 at once by default) so that it may block. The built-in defaults,
+    which never block, are called directly."""
+    if hook is anonymous or hook is allow_all or _is_async(hook):
+        result = hook(*args)
+    else:
+        result = await anyio.to_thread.run_sync(functools.partial(hook, *args))
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+def _is_async(hook: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(hook):  # (sees through functools.partial)
+        return True
+    call = getattr(hook, "__call__", None)  # noqa: B004  (an instance with `async def __call__`)
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def anonymous(request: AuthRequest) -> Principal:

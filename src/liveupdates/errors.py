@@ -6,6 +6,8 @@ Exception tree::
     ├── ProtocolError          a client frame is malformed or not allowed (close 4400)
     │   └── FrameTooLarge      a client frame exceeds the frame limit (close 1009)
     ├── Unauthorized           the authentication hook rejected a connection (close 4401)
+    │   └── TokenExpired       the credential has expired (close 4440)
+    ├── HookFailed             an application hook raised: a server error (close 1011)
     ├── BackplaneError         the backplane cannot publish or read history
     │   └── BackplaneUnavailable  the backplane is not connected (for example Redis is down)
     └── HubClosed              the hub is not running (not started, or shut down)
@@ -62,6 +64,25 @@ class FrameTooLarge(ProtocolError):
 
 class Unauthorized(LiveUpdatesError):
     """Raised by (or on behalf of) the authentication hook to refuse a connection."""
+
+    close_code = CloseCode.UNAUTHORIZED
+
+
+class TokenExpired(Unauthorized):
+    """The credential has expired (its `Principal.expires_at` is past): the client should get
+    a new one and reconnect."""
+
+    close_code = CloseCode.TOKEN_EXPIRED
+
+
+class HookFailed(LiveUpdatesError):
+    """An application hook raised (a database blip, a bug): a server error, not a refusal.
+
+    The connection is closed with 1011, which clients retry with backoff; on SSE the request
+    is answered with 503 before the stream starts.
+    """
+
+    close_code = CloseCode.INTERNAL_ERROR
 
 
 class BackplaneError(LiveUpdatesError):

@@ -29,7 +29,15 @@ from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, an
 from .backplanes import Backplane, backplane_from_url
 from .connection import Connection, ConnectionState
 from .control import CONTROL_SLOT, Disconnect, Resync, encode_control
-from .errors import BackplaneError, CloseCode, ErrorCode, HubClosed, Unauthorized
+from .errors import (
+    BackplaneError,
+    CloseCode,
+    ErrorCode,
+    HookFailed,
+    HubClosed,
+    TokenExpired,
+    Unauthorized,
+)
 from .events import Event, encode_event, event_slot
 from .flusher import Flusher
 from .limits import Limits
@@ -306,29 +314,43 @@ class Hub:
     # -- connections ----------------------------------------------------------------------
 
     async def authenticate(self, request: AuthRequest) -> Principal:
-        """Run the application's authentication hook; raises `Unauthorized` to refuse."""
+        """Run the application's authentication hook.
+
+        Raises `Unauthorized` when the hook refuses (returns None or raises it), `TokenExpired`
+        when the principal's `expires_at` is already past, and `HookFailed` when the hook
+        raises anything else (logged with its traceback: a server error, not a refusal).
+        """
         try:
             principal = await call_hook(self.authenticate_hook, request)
         except Unauthorized:
             self.metrics.auth_failures += 1
             raise
         except Exception as exc:
-            self.metrics.auth_failures += 1
             self.metrics.errors += 1
-            logger.exception("the authentication hook failed")
-            raise Unauthorized("authentication failed") from exc
+            extra = {"transport": request.transport, "token_source": request.token_source}
+            logger.exception("the authentication hook failed", extra=extra)
+            raise HookFailed("authentication failed: server error") from exc
         if principal is None:
             self.metrics.auth_failures += 1
             raise Unauthorized("credentials rejected" if request.token else "no credentials")
         if not isinstance(principal, Principal):
-            raise TypeError("the authentication hook must return a Principal or None")
+            self.metrics.errors += 1
+            logger.error(
+                "the authentication hook must return a Principal or None, not %s",
+                type(principal).__name__,
+            )
+            raise HookFailed("authentication failed: server error")
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            self.metrics.auth_failures += 1
+            raise TokenExpired("the credential has expired")
         return principal
 
     async def admit(self, request: AuthRequest) -> Connection:
         """Authenticate a connection attempt and register it (for transports).
 
-        Raises `Unauthorized` (logged with where the token came from, never the token) or
-        `HubClosed` when the hub does not accept connections (it is draining).
+        Raises `Unauthorized` or `TokenExpired` (logged with where the token came from, never
+        the token), `HookFailed` when the hook raised (see `authenticate`) or `HubClosed` when
+        the hub does not accept connections (it is draining).
         """
         try:
             principal = await self.authenticate(request)
@@ -369,8 +391,32 @@ class Hub:
         if conn.user is not None:
             user_stream = "user:" + conn.user
             await self._routes.join(conn, user_stream, since.get(user_stream), None)
-        for topic in dict.fromkeys(hello.topics):
-            await self.subscribe(conn, topic, since.get("topic:" + topic))
+        await self._subscribe_hello_topics(conn, hello.topics, since)
+
+    async def _subscribe_hello_topics(
+        self, conn: Connection, topics: list[str], since: dict[str, Position]
+    ) -> None:
+        """Subscribe a hello's topics, each answered, until the connection holds
+        `max_subscriptions` topics or as many were refused (invalid or forbidden); the topics
+        left after that get one `too_many_subscriptions` error, naming the first and the count.
+
+        So a hello of any size gets at most 2 * `max_subscriptions` + 1 topic answers and
+        calls the authorisation hook at most 2 * `max_subscriptions` times.
+        """
+        limit = self.limits.max_subscriptions
+        wanted = list(dict.fromkeys(topics))
+        refused = 0
+        for n, topic in enumerate(wanted):
+            if len(conn.topics) >= limit or refused >= limit:
+                left = len(wanted) - n
+                message = (
+                    f"at most {limit} subscriptions: {left} topic{'s' if left > 1 else ''}"
+                    f" from {topic!r} on not subscribed"
+                )
+                conn.push(_control(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, topic)))
+                return
+            if not await self.subscribe(conn, topic, since.get("topic:" + topic)):
+                refused += 1
 
     async def subscribe(
         self, conn: Connection, topic: str, since: Position | None = None, id: int | None = None

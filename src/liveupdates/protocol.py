@@ -81,6 +81,8 @@ def decode_client_frame(data: bytes | str, max_bytes: int) -> ClientFrame:
         raise ProtocolError(f"invalid frame: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec's answer to JSON nested about 1,000 levels deep
+        raise ProtocolError("malformed JSON: nested too deeply") from None
 
 
 # Server messages ---------------------------------------------------------------------------

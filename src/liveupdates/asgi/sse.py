@@ -17,15 +17,15 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
 
 from ..auth import AuthRequest
-from ..connection import PeerGone
-from ..errors import BackplaneError, CloseCode, HubClosed, Unauthorized
+from ..connection import Connection, PeerGone
+from ..errors import BackplaneError, CloseCode, HookFailed, HubClosed, Unauthorized
 from ..hub import Hub, _control
 from ..protocol import Cursor, Error, Goodbye, Hello, Offset
 from ._origin import AllowedOrigins, OriginPolicy
@@ -58,6 +58,12 @@ class _Head(msgspec.Struct):
 
 
 _frame_decoder: Final = msgspec.json.Decoder(list[_Head])
+
+
+class _Admitted(NamedTuple):
+    conn: Connection
+    topics: list[str]
+    since: dict[str, Cursor]
 
 
 class _BadRequest(Exception):
@@ -145,6 +151,13 @@ class SSEEndpoint:
         if not self.hub.accepting:
             await _plain(send, 503, b"server starting or shutting down\n")
             return
+        try:
+            admission = await self._admit(scope)
+        except HookFailed:  # logged by the hub: a server error, which the client retries
+            retry = str(max(1, round(self.hub.limits.goodbye_retry))).encode()
+            await _plain(send, 503, b"authentication failed: try again later\n",
+                         [(b"retry-after", retry)])  # fmt: skip
+            return
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -157,9 +170,14 @@ class SSEEndpoint:
                 (b"access-control-allow-credentials", b"true"),
                 (b"vary", b"origin"),
             ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
-            code, reason = await self._session(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except BaseException:
+            if isinstance(admission, _Admitted):
+                self.hub.unregister(admission.conn)
+            raise
+        try:
+            code, reason = await self._session(admission, receive, send)
         except PeerGone:
             return
         except Exception:
@@ -176,20 +194,32 @@ class SSEEndpoint:
                 await _body(send, sse_event(_error_frame(code, reason)))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _session(self, scope: Scope, receive: Receive, send: Send) -> tuple[int | None, str]:
+    async def _admit(self, scope: Scope) -> _Admitted | _BadRequest:
+        """Read the request and authenticate it, before the response starts (so that a hook
+        that raises is answered with 503). A refusal is returned, to be told in the stream."""
         hub = self.hub
         try:
             topics, since = _parse_request(scope, hub.limits.max_frame_bytes)
         except _BadRequest as exc:
-            return exc.code, str(exc)
+            return exc
         try:
             conn = await hub.admit(AuthRequest.from_scope(scope, transport="sse"))
-        except Unauthorized as exc:
-            return CloseCode.UNAUTHORIZED, str(exc)
+        except Unauthorized as exc:  # 4401, or 4440 for an expired credential
+            return _BadRequest(exc.close_code, str(exc))
         except HubClosed:
-            goodbye = _control(Goodbye(int(hub.limits.goodbye_retry * 1000))).frame
-            await _body(send, sse_event(goodbye))
-            return CloseCode.GOING_AWAY, "server shutting down"
+            return _BadRequest(CloseCode.GOING_AWAY, "server shutting down")
+        return _Admitted(conn, topics, since)
+
+    async def _session(
+        self, admission: _Admitted | _BadRequest, receive: Receive, send: Send
+    ) -> tuple[int | None, str]:
+        hub = self.hub
+        if isinstance(admission, _BadRequest):
+            if admission.code == CloseCode.GOING_AWAY:
+                goodbye = _control(Goodbye(int(hub.limits.goodbye_retry * 1000))).frame
+                await _body(send, sse_event(goodbye))
+            return admission.code, str(admission)
+        conn, topics, since = admission
         principal = conn.principal
         own = {"all", *("topic:" + t for t in topics)}
         if principal.user is not None:
@@ -245,9 +275,10 @@ def _parse_request(scope: Scope, max_bytes: int) -> tuple[list[str], dict[str, C
         if last_id.strip():
             positions = _event_id_decoder.decode(last_id)
             return topics, {s: Cursor(epoch, offset) for s, (epoch, offset) in positions.items()}
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # (RecursionError: nested too deeply)
         source = "since" if since_text is not None else "Last-Event-ID"
-        raise _BadRequest(CloseCode.BAD_REQUEST, f"invalid {source}: {exc}") from None
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise _BadRequest(CloseCode.BAD_REQUEST, f"invalid {source}: {detail}") from None
     return topics, {}
 
 

@@ -16,7 +16,14 @@ import anyio
 
 from ..auth import AuthRequest
 from ..connection import Connection, PeerGone, SendFrame
-from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauthorized
+from ..errors import (
+    BackplaneError,
+    CloseCode,
+    HookFailed,
+    HubClosed,
+    ProtocolError,
+    Unauthorized,
+)
 from ..hub import Hub, _control
 from ..protocol import (
     SUBPROTOCOL,
@@ -101,8 +108,8 @@ class WebSocketEndpoint:
             return CloseCode.BAD_REQUEST, "the first frame must be hello"
         try:
             conn = await hub.admit(AuthRequest.from_scope(scope, token=hello.token))
-        except Unauthorized as exc:
-            return CloseCode.UNAUTHORIZED, str(exc)
+        except (Unauthorized, HookFailed) as exc:  # 4401, 4440; 1011 when the hook raised
+            return exc.close_code, str(exc)
         except HubClosed:
             return CloseCode.GOING_AWAY, "server shutting down"
         peer_gone = False
@@ -171,8 +178,8 @@ class WebSocketEndpoint:
         request = AuthRequest.from_scope(scope, token=token)
         try:
             principal = await self.hub.authenticate(request)
-        except Unauthorized as exc:
-            conn.close(CloseCode.UNAUTHORIZED, str(exc))
+        except (Unauthorized, HookFailed) as exc:  # 4401, 4440; 1011 when the hook raised
+            conn.close(exc.close_code, str(exc))
             return
         if principal.user != conn.user:
             conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
