@@ -86,3 +86,12 @@ def test_oversized_frames_are_rejected_before_parsing() -> None:
     with pytest.raises(FrameTooLarge) as exc:
         decode_client_frame('{"type":"ping"}' + " " * 100, 50)
     assert exc.value.close_code == 1009
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 30_000])
+def test_deeply_nested_json_is_a_protocol_error(depth: int) -> None:
+    """msgspec gives up on deep nesting with a RecursionError: malformed input, not a crash."""
+    frame = '{"type":"ping","x":' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(ProtocolError, match="nested too deeply") as exc:
+        decode_client_frame(frame, 100_000)
+    assert exc.value.close_code == 4400
