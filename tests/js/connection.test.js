@@ -101,7 +101,7 @@ test('a normal close (1000) from the other end reconnects: only close() stops', 
 })
 
 test('every other close code reconnects', () => {
-  for (const code of [1001, 1006, 1009, 1011, 4400, 4408, 4429, 4503, 4504]) {
+  for (const code of [1001, 1006, 1009, 1011, 1013, 4400, 4408, 4429, 4440, 4503, 4504]) {
     const t = setup()
     connected(t).drop(code)
     assert.equal(t.client.status, 'reconnecting', String(code))

@@ -113,6 +113,21 @@ test('an unauthorized error message over SSE stops like 4401', () => {
   t.client.close()
 })
 
+test('other error messages over SSE (a hook that failed, an expired token) reconnect with backoff', () => {
+  for (const code of ['internal_error', 'token_expired', 'bad_request', 'try_again_later']) {
+    const t = setup({ sseUrl: SSE, WebSocket: null })
+    const es = t.EventSource.last()
+    es.receive({ type: 'error', code, message: 'x' })
+    assert.notEqual(t.client.status, 'closed', code)
+    es.fail() // the server ends the response: EventSource reports an error
+    assert.ok(es.closed, code)
+    assert.equal(t.client.status, 'connecting', code)
+    t.clock.advance(1000)
+    assert.equal(t.EventSource.sources.length, 2, code)
+    t.client.close()
+  }
+})
+
 test('the watchdog also guards SSE', () => {
   const t = setup({ sseUrl: SSE, WebSocket: null })
   const es = t.EventSource.last()
