@@ -253,7 +253,7 @@ async def test_no_missed_invalidation(
             if ws is None:
                 ws = await connect()
             with anyio.fail_after(5):
-                while hub.reconciling or hub._unannounced:  # failed publishes announced
+                while hub.reconciling or hub._publisher.unannounced:  # failed publishes announced
                     await anyio.lowlevel.checkpoint()
             while await read(ws):
                 pass
