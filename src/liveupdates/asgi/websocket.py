@@ -20,6 +20,7 @@ from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauth
 from ..hub import Hub, _control
 from ..protocol import (
     SUBPROTOCOL,
+    Goodbye,
     Hello,
     Ping,
     Pong,
@@ -30,6 +31,7 @@ from ..protocol import (
     decode_client_frame,
 )
 from ._origin import AllowedOrigins, OriginPolicy
+from ._refusals import NOT_RUNNING, RefusalLog, hub_refusal
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -55,6 +57,7 @@ class WebSocketEndpoint:
     def __init__(self, hub: Hub, *, allowed_origins: AllowedOrigins = None) -> None:
         self.hub = hub
         self.origins = OriginPolicy(allowed_origins)
+        self.refusals = RefusalLog(hub.clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -62,11 +65,17 @@ class WebSocketEndpoint:
             return
         if (await receive())["type"] != "websocket.connect":
             return
-        if not self.origins.allows(scope) or not self.hub.accepting:
+        origin = self.origins.refused(scope)
+        if origin is not None:
+            self.refusals.origin(origin, scope, "websocket")
             await send({"type": "websocket.close", "code": 1008})  # the server answers HTTP 403
             return
         chosen = SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", ()) else None
         await send({"type": "websocket.accept", "subprotocol": chosen})
+        refusal = hub_refusal(self.hub)
+        if refusal is not None:  # accepted first, so that a browser learns why
+            await self._refuse(send, refusal)
+            return
         try:
             code, reason = await self._session(scope, receive, send)
         except PeerGone:
@@ -83,6 +92,18 @@ class WebSocketEndpoint:
                 contextlib.suppress(Exception),
             ):
                 await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+    async def _refuse(self, send: Send, refusal: str) -> None:
+        """Close an accepted handshake that the hub cannot take: `1013` when the hub is not
+        running (the client retries), `goodbye` and `1001` when it shuts down."""
+        if refusal == NOT_RUNNING:
+            self.refusals.not_running("websocket")
+            code: int = CloseCode.TRY_AGAIN_LATER
+        else:
+            goodbye = _control(Goodbye(int(self.hub.limits.goodbye_retry * 1000))).frame
+            await send({"type": "websocket.send", "text": goodbye})
+            code = CloseCode.GOING_AWAY
+        await send({"type": "websocket.close", "code": code, "reason": refusal})
 
     async def _session(self, scope: Scope, receive: Receive, send: Send) -> tuple[int | None, str]:
         hub, limits = self.hub, self.hub.limits
