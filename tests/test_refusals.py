@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from support import UvicornThread, token_auth, ws_client
 
-from liveupdates import Hub, Invalidate, User
+from liveupdates import Hub, Invalidate, Limits, User
 from liveupdates.asgi import AdminEndpoint, SSEEndpoint, WebSocketEndpoint
 from liveupdates.auth import AuthRequest
 
@@ -186,3 +190,35 @@ async def test_admin_requests_from_a_foreign_origin_are_refused(
     came_to = f"http://127.0.0.1:{server.port}"
     message = f"Origin {FOREIGN} not allowed: see allowed_origins (the request came to {came_to})"
     assert warned(warnings) == [("admin", message)]
+
+
+# The example app's commands bound uvicorn's frame size: it reads a WebSocket frame whole before
+# the hub can refuse it (16 MiB by default).
+
+ROOT = Path(__file__).parent.parent
+WS_MAX_SIZE = 2 * Limits().max_frame_bytes  # 131072
+
+
+def test_the_example_app_runs_uvicorn_with_a_bounded_frame_size(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from examples.jobs_dashboard import __main__ as dashboard
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(options))
+    monkeypatch.setattr(sys, "argv", ["jobs_dashboard", "--db", str(tmp_path / "jobs.sqlite3")])
+    dashboard.main()
+    assert ran["ws_max_size"] == WS_MAX_SIZE == 131072
+
+
+def test_every_documented_uvicorn_command_bounds_the_frame_size() -> None:
+    commands = []
+    for path in [*ROOT.glob("docs/*.md"), *ROOT.glob("examples/**/*.py")]:
+        if path.name not in ("changelog.md", "benchmarks.md"):
+            commands += re.findall(r"`+(uvicorn [^`]*)`", path.read_text())
+    assert len(commands) >= 4
+    for command in commands:
+        assert f"--ws-max-size {WS_MAX_SIZE}" in command, command
+    for script in ("scripts/demo.sh", "examples/jobs_dashboard/run_two.sh"):
+        runs = re.findall(r"python -m examples\.jobs_dashboard .*", (ROOT / script).read_text())
+        assert runs and all(f"--ws-max-size {WS_MAX_SIZE}" in run for run in runs), script
