@@ -151,15 +151,20 @@ async def test_a_hub_that_is_not_running_says_so(
     assert await refused_handshake(server, {"origin": FOREIGN}) == 403
 
 
-async def test_a_draining_hub_says_goodbye_to_new_connections(
+async def test_a_draining_hub_refuses_new_connections_with_503(
     server: UvicornThread, warnings: pytest.LogCaptureFixture
 ) -> None:
     hub: Hub = server.hub  # type: ignore[attr-defined]
     await server.acall(hub.drain)
-    frames, code, reason = await closed_at_once(server)
-    assert frames == [{"type": "goodbye", "retry_ms": 5000}]  # come back within the window
-    assert (code, reason) == (1001, "server shutting down")
+    with pytest.raises(WebSocketUpgradeError) as refused:
+        async with ws_client(server):
+            pass
+    assert refused.value.response.status_code == 503  # not the 403 of a foreign Origin
+    upgrade = {"connection": "upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+               "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
     async with httpx.AsyncClient(base_url=server.http_url) as http:
+        response = await http.get("/live", headers=upgrade)  # the same handshake, to read why
+        assert (response.status_code, response.text) == (503, "server shutting down\n")
         response = await http.get("/sse?token=dot")
     assert (response.status_code, response.text) == (503, "server shutting down\n")
     assert warned(warnings) == []  # a normal shutdown: nothing to fix

@@ -20,7 +20,6 @@ from ..errors import BackplaneError, CloseCode, HubClosed, ProtocolError, Unauth
 from ..hub import Hub, _control
 from ..protocol import (
     SUBPROTOCOL,
-    Goodbye,
     Hello,
     Ping,
     Pong,
@@ -31,7 +30,7 @@ from ..protocol import (
     decode_client_frame,
 )
 from ._origin import AllowedOrigins, OriginPolicy
-from ._refusals import NOT_RUNNING, RefusalLog, hub_refusal
+from ._refusals import NOT_RUNNING, SHUTTING_DOWN, RefusalLog, hub_refusal
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -70,11 +69,16 @@ class WebSocketEndpoint:
             self.refusals.origin(origin, scope, "websocket")
             await send({"type": "websocket.close", "code": 1008})  # the server answers HTTP 403
             return
+        refusal = hub_refusal(self.hub)
+        if refusal == SHUTTING_DOWN:
+            await _shutting_down(scope, send)
+            return
         chosen = SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", ()) else None
         await send({"type": "websocket.accept", "subprotocol": chosen})
-        refusal = hub_refusal(self.hub)
-        if refusal is not None:  # accepted first, so that a browser learns why
-            await self._refuse(send, refusal)
+        if refusal == NOT_RUNNING:  # accepted first, so that a browser can learn why
+            self.refusals.not_running("websocket")
+            await send({"type": "websocket.close", "code": CloseCode.TRY_AGAIN_LATER,
+                        "reason": NOT_RUNNING})  # fmt: skip
             return
         try:
             code, reason = await self._session(scope, receive, send)
@@ -92,18 +96,6 @@ class WebSocketEndpoint:
                 contextlib.suppress(Exception),
             ):
                 await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
-
-    async def _refuse(self, send: Send, refusal: str) -> None:
-        """Close an accepted handshake that the hub cannot take: `1013` when the hub is not
-        running (the client retries), `goodbye` and `1001` when it shuts down."""
-        if refusal == NOT_RUNNING:
-            self.refusals.not_running("websocket")
-            code: int = CloseCode.TRY_AGAIN_LATER
-        else:
-            goodbye = _control(Goodbye(int(self.hub.limits.goodbye_retry * 1000))).frame
-            await send({"type": "websocket.send", "text": goodbye})
-            code = CloseCode.GOING_AWAY
-        await send({"type": "websocket.close", "code": code, "reason": refusal})
 
     async def _session(self, scope: Scope, receive: Receive, send: Send) -> tuple[int | None, str]:
         hub, limits = self.hub, self.hub.limits
@@ -218,6 +210,21 @@ def _frame_sender(send: Send) -> SendFrame:
         await send({"type": "websocket.send", "text": frame})
 
     return send_awaitable
+
+
+async def _shutting_down(scope: Scope, send: Send) -> None:
+    """Refuse a handshake while the hub drains: HTTP 503 where the server lets us answer one
+    (the WebSocket denial response extension), else the server's 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = SHUTTING_DOWN.encode() + b"\n"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _http_upgrade_required(scope: Scope, send: Send) -> None:
