@@ -51,6 +51,10 @@ class WebSocketEndpoint:
 
     `allowed_origins`: None (default) accepts only same-origin browser pages, ``"*"`` any page,
     or a list such as ``["https://app.example.com"]``.
+
+    Before a session starts: a refused Origin gets HTTP 403, a draining hub HTTP 503, and a hub
+    that is not running (its lifespan never ran) an accepted socket closed with 1013 and a
+    reason; the first and the last log a WARNING (see `_refusals`).
     """
 
     def __init__(self, hub: Hub, *, allowed_origins: AllowedOrigins = None) -> None:
