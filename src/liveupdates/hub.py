@@ -90,6 +90,7 @@ class Hub:
         self._id_prefix = secrets.token_hex(3)
         self._tg: TaskGroup | None = None
         self._running = False
+        self._started = False  # it ran at least once (so not accepting means shutting down)
         self._drained: anyio.Event | None = None
         self._token: EventLoopToken | None = None
         self._thread = 0
@@ -116,7 +117,7 @@ class Hub:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             raise
-        self._running = self._accepting = True
+        self._running = self._accepting = self._started = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self._loop = _running_asyncio_loop()
@@ -196,6 +197,11 @@ class Hub:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def started(self) -> bool:
+        """Whether the hub was started (`async with hub:` or its lifespan), even if it stopped."""
+        return self._started
 
     @property
     def accepting(self) -> bool:
