@@ -31,4 +31,6 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 export JOBS_FAILURE_RATE="${JOBS_FAILURE_RATE:-0.005}"  # now and then a job fails on its own
-exec .venv/bin/python -m examples.jobs_dashboard --port "${PORT:-8000}"
+# --ws-max-size: uvicorn reads a WebSocket frame whole before the hub can refuse it (16 MiB by
+# default); twice the hub's max_frame_bytes bounds it (docs/operating.md, "Frame size").
+exec .venv/bin/python -m examples.jobs_dashboard --port "${PORT:-8000}" --ws-max-size 131072

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from liveupdates import Event, Everyone, Hub, Invalidate, Set, Topic
-from liveupdates.events import encode_event, event_slot, key_covers, merge_keys
+from liveupdates.events import encode_event, event_slot, merge_keys
 from liveupdates.testing.websocket import connect_asgi
 
 pytestmark = pytest.mark.anyio
@@ -51,11 +51,12 @@ def test_invalidate_accepts_one_key_or_a_list_and_drops_covered_keys() -> None:
 
 
 def test_prefix_matching_is_tanstack_like() -> None:
-    assert key_covers(["jobs"], ["jobs", 7, "progress"])
-    assert key_covers(["jobs", 7], ["jobs", 7])
-    assert not key_covers(["jobs", 7], ["jobs"])
-    assert not key_covers(["jobs"], ["job"])
-    assert merge_keys([["a", 1]], [["a"], ["b", {"x": 1}]]) == [["a"], ["b", {"x": 1}]]
+    """A key covers the keys it is a prefix of (the invalidation merges them into it)."""
+    assert merge_keys([["jobs"], ["jobs", 7, "progress"]]) == [["jobs"]]
+    assert merge_keys([["jobs", 7], ["jobs", 7]]) == [["jobs", 7]]
+    assert merge_keys([["jobs", 7], ["jobs"]]) == [["jobs"]]
+    assert merge_keys([["jobs"], ["job"]]) == [["jobs"], ["job"]]
+    assert merge_keys([["a", 1], ["a"], ["b", {"x": 1}]]) == [["a"], ["b", {"x": 1}]]
 
 
 def test_application_events_encode_with_their_tag_and_pydantic_payloads() -> None:
@@ -96,7 +97,7 @@ async def test_one_encode_per_event_whatever_the_number_of_receivers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import liveupdates.events
-    import liveupdates.hub
+    import liveupdates.publisher
 
     calls: list[Any] = []
     real = liveupdates.events.encode_event
@@ -105,7 +106,7 @@ async def test_one_encode_per_event_whatever_the_number_of_receivers(
         calls.append(event)
         return real(event)
 
-    monkeypatch.setattr(liveupdates.hub, "encode_event", counting)
+    monkeypatch.setattr(liveupdates.publisher, "encode_event", counting)
     from liveupdates.asgi import WebSocketEndpoint
 
     async with Hub() as hub:

@@ -31,7 +31,8 @@ export JOBS_DB="${JOBS_DB:-$work/jobs.sqlite3}"
 export JOBS_SECRET="${JOBS_SECRET:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))')}"
 export JOBS_FAILURE_RATE="${JOBS_FAILURE_RATE:-0.005}"
 for port in 8001 8002; do
-  .venv/bin/python -m examples.jobs_dashboard --port "$port" &
+  # --ws-max-size: twice the hub's max_frame_bytes (docs/operating.md, "Frame size")
+  .venv/bin/python -m examples.jobs_dashboard --port "$port" --ws-max-size 131072 &
   pids+=($!)
 done
 echo "==> http://127.0.0.1:8001 and http://127.0.0.1:8002 (Redis $REDIS_URL, database $JOBS_DB)"

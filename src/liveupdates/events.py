@@ -18,7 +18,6 @@ An event is encoded once, when it is published, whatever the number of receivers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final, TypeAlias
 
 import msgspec
@@ -62,7 +61,7 @@ class Invalidate(Event, tag="invalidate"):
             keys = [keys]
         for key in keys:
             _check_key(key)
-        self.keys = merge_keys(keys, [])
+        self.keys = merge_keys(keys)
 
 
 class Set(Event, tag="set"):
@@ -83,18 +82,12 @@ def _check_key(key: object) -> None:
         raise ValueError(f"a query key is a non-empty JSON array, not {key!r}")
 
 
-def key_covers(prefix: Sequence[Any], key: Sequence[Any]) -> bool:
-    """Whether query key `prefix` matches `key` by prefix, as TanStack Query does."""
-    return len(prefix) <= len(key) and list(key[: len(prefix)]) == list(prefix)
+def merge_keys(keys: list[QueryKey]) -> list[QueryKey]:
+    """The keys in first-seen order, without duplicates or covered keys.
 
-
-def merge_keys(a: list[QueryKey], b: list[QueryKey]) -> list[QueryKey]:
-    """The union of two key lists in first-seen order, without duplicates or covered keys.
-
-    A key is covered when a shorter key in the union is a prefix of it. Linear in the total
-    length of the keys.
+    A key is covered when a shorter key of the list is a prefix of it (TanStack Query's
+    partial match: ``["jobs"]`` covers ``["jobs", 7]``). Linear in the total length of the keys.
     """
-    keys = a + b
     prefixes = [[encode_json(key[:n]) for n in range(1, len(key) + 1)] for key in keys]
     present = {p[-1] for p in prefixes}
     merged: list[QueryKey] = []

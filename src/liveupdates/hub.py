@@ -28,17 +28,9 @@ from anyio.lowlevel import EventLoopToken
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
 from .connection import Connection, ConnectionState
-from .control import CONTROL_SLOT, Disconnect, Resync, encode_control
-from .errors import (
-    BackplaneError,
-    CloseCode,
-    ErrorCode,
-    HookFailed,
-    HubClosed,
-    TokenExpired,
-    Unauthorized,
-)
-from .events import Event, encode_event, event_slot
+from .control import Disconnect
+from .errors import CloseCode, ErrorCode, HookFailed, HubClosed, TokenExpired, Unauthorized
+from .events import Event
 from .flusher import Flusher
 from .limits import Limits
 from .metrics import HubStats, Metrics
@@ -53,9 +45,10 @@ from .protocol import (
     Unsubscribed,
     Welcome,
 )
+from .publisher import Prepared, Publisher, prepare
 from .streams import Streams
 from .sweeper import sweep
-from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic, streams_of
+from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic
 from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction
 
@@ -97,6 +90,7 @@ class Hub:
         self._id_prefix = secrets.token_hex(3)
         self._tg: TaskGroup | None = None
         self._running = False
+        self._started = False  # it ran at least once (so not accepting means shutting down)
         self._drained: anyio.Event | None = None
         self._token: EventLoopToken | None = None
         self._thread = 0
@@ -106,8 +100,8 @@ class Hub:
         self._routes = Streams(
             self.backplane, self.metrics, self._spawn, self._on_backplane_reset, self._flusher
         )
+        self._publisher = Publisher(self.backplane)
         self._accepting = False
-        self._unannounced: set[str] = set()  # streams with a failed publish
         self._last_yield = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -123,7 +117,7 @@ class Hub:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             raise
-        self._running = self._accepting = True
+        self._running = self._accepting = self._started = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self._loop = _running_asyncio_loop()
@@ -205,6 +199,11 @@ class Hub:
         return self._running
 
     @property
+    def started(self) -> bool:
+        """Whether the hub was started (`async with hub:` or its lifespan), even if it stopped."""
+        return self._started
+
+    @property
     def accepting(self) -> bool:
         """Whether new connections are accepted (False once draining)."""
         return self._accepting
@@ -223,18 +222,17 @@ class Hub:
         window. Raises `HubClosed` when the hub is not running and `BackplaneError` when the
         backplane cannot take the event (nothing is silently dropped).
         """
-        await self._publish_encoded(event, encode_event(event), event_slot(event), streams_of(to))
+        await self._publish_prepared(prepare(event, to))
 
     def transaction(self) -> Transaction:
         """Events published through it are held until it commits (publish after commit)."""
-        return Transaction(self)
+        return Transaction(self._publish_prepared, self._call_soon)
 
-    async def _publish_encoded(
-        self, event: Event, body: bytes, slot: str | None, streams: list[str]
-    ) -> None:
+    async def _publish_prepared(self, prepared: Prepared) -> None:
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
-        for stream in streams:
+        event, body, slot = prepared.event, prepared.body, prepared.slot
+        for stream in prepared.streams:
             if self._throttle.admit(stream, event, body, slot):
                 await self._publish_stream(stream, body, slot)
 
@@ -242,10 +240,7 @@ class Hub:
         flusher = self._flusher
         flusher.waiting += 1  # (a broadcast meanwhile gives it a turn every SLICE)
         try:
-            await self.backplane.publish(stream, body, slot)
-        except BackplaneError:
-            self._unannounced.add(stream)  # resynced everywhere once the backplane is back
-            raise
+            await self._publisher.publish_stream(stream, body, slot)
         finally:
             flusher.waiting -= 1
         self.metrics.publishes += 1
@@ -275,18 +270,8 @@ class Hub:
         self._routes.reset()
 
     def _on_backplane_reset(self) -> None:
-        if self._unannounced:
-            self._spawn(self._announce_failed_publishes)
-
-    async def _announce_failed_publishes(self) -> None:
-        """Tell every process to resync the streams whose publish failed while it was down."""
-        body = encode_control(Resync())
-        for stream in sorted(self._unannounced):
-            try:
-                await self.backplane.publish(stream, body, CONTROL_SLOT)
-            except BackplaneError:
-                return  # still down: the next reset tries again
-            self._unannounced.discard(stream)
+        if self._publisher.unannounced:
+            self._spawn(self._publisher.announce)  # still down: the next reset tries again
 
     def _spawn(self, func: Callable[..., Any], *args: Any) -> None:
         if self._tg is None or not self._running:
@@ -502,8 +487,7 @@ class Hub:
         if not self._running:
             raise HubClosed("the hub is not running")
         stream = "user:" + user if user is not None else EVERYONE_STREAM
-        body = encode_control(Disconnect(connection, reason))
-        await self.backplane.publish(stream, body, CONTROL_SLOT)
+        await self._publisher.command(stream, Disconnect(connection, reason))
 
     async def refresh(self, conn: Connection, principal: Principal) -> None:
         """Adopt a refreshed credential: topics no longer authorised are left (`forbidden`)."""

@@ -212,20 +212,26 @@ class Streams:
             state.head = head
         outcome: Outcome
         reason = None
+        events = [p for p in replay.publications if p.slot != CONTROL_SLOT]
+        at = head.offset
         if since is None:
             outcome = "fresh"
-        elif replay.complete:
-            outcome = "recovered"
-        else:
+        elif not replay.complete:
             outcome, reason = "resync", _resync_reason(since, head)
-            self.metrics.resyncs[reason] += 1
+        elif (reason := _announced_resync(replay.publications)) is not None:
+            outcome = "resync"  # a publish after the cursor failed: its change was never sent
+        else:
+            outcome = "recovered"
+            # The replay leaves the client's cursor on its last event: report that position,
+            # not the head, which a trailing control publication (never sent) may be beyond.
+            at = events[-1].offset if events else since.offset
+        if outcome == "resync":
+            self.metrics.resyncs[str(reason)] += 1
+            events = []  # the resync covers them
         self.metrics.recoveries[outcome] += 1
-        conn.outbox.push(
-            control_message(Subscribed(stream, head.epoch, head.offset, outcome, reason, id))
-        )
-        for publication in replay.publications:
-            if publication.slot != CONTROL_SLOT:
-                conn.outbox.push(self._message(state, publication))
+        conn.outbox.push(control_message(Subscribed(stream, head.epoch, at, outcome, reason, id)))
+        for publication in events:
+            conn.outbox.push(self._message(state, publication))
         conn.release(stream, head.epoch, head.offset, state.head if state.pending is None else None)
 
     def leave(self, conn: Connection, stream: str) -> None:
@@ -244,6 +250,21 @@ class Streams:
                 await self.backplane.unlisten(stream)
             except BackplaneError:
                 logger.warning("cannot stop listening to %s", stream)
+
+
+def _announced_resync(publications: list[Publication]) -> str | None:
+    """The reason of the last `Resync` command among replayed publications, if any.
+
+    A hub whose publish failed announces it on the stream once the backplane is back: the
+    announcement is part of the stream's history, so a replay across it must resync.
+    """
+    reason = None
+    for publication in publications:
+        if publication.slot == CONTROL_SLOT:
+            command = decode_control(publication.body)
+            if isinstance(command, Resync):
+                reason = command.reason
+    return reason
 
 
 def _resync_reason(since: Position, head: Position) -> str:

@@ -15,16 +15,17 @@ An invalidation sent before the commit makes clients refetch stale data and then
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .errors import BackplaneError, HubClosed, LiveUpdatesError
-from .events import Event, encode_event, event_slot
-from .targets import Target, streams_of
+from .events import Event
+from .publisher import Prepared, prepare
+from .targets import Target
 
-if TYPE_CHECKING:
-    from .hub import Hub
+PublishPrepared = Callable[[Prepared], Awaitable[None]]
+CallSoon = Callable[[Callable[[], Awaitable[Any]]], None]
 
 logger = logging.getLogger("liveupdates")
 
@@ -34,18 +35,22 @@ class TransactionClosed(LiveUpdatesError):
 
 
 class Transaction:
-    """Events published inside are held; sent in order on `commit`, dropped on `rollback`."""
+    """Events published inside are held; sent in order on `commit`, dropped on `rollback`.
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-        self._held: list[tuple[Event, bytes, str | None, list[str]]] = []
+    Created by `Hub.transaction()`: `publish` is the hub's publish path (throttle included),
+    `call_soon` runs a coroutine function in the hub's tasks from any thread.
+    """
+
+    def __init__(self, publish: PublishPrepared, call_soon: CallSoon) -> None:
+        self._publish, self._call_soon = publish, call_soon
+        self._held: list[Prepared] = []
         self._open = True
 
     def publish(self, event: Event, to: Target | Iterable[Target]) -> None:
         """Hold `event` until commit. Encoding errors are raised now, at the call site."""
         if not self._open:
             raise TransactionClosed("this transaction is already committed or rolled back")
-        self._held.append((event, encode_event(event), event_slot(event), streams_of(to)))
+        self._held.append(prepare(event, to))
 
     def __len__(self) -> int:
         return len(self._held)
@@ -54,8 +59,8 @@ class Transaction:
         """Publish every held event, in order. Raises like `Hub.publish`."""
         self._open = False
         held, self._held = self._held, []
-        for event, body, slot, streams in held:
-            await self._hub._publish_encoded(event, body, slot, streams)
+        for prepared in held:
+            await self._publish(prepared)
 
     def rollback(self) -> None:
         """Drop every held event."""
@@ -68,7 +73,7 @@ class Transaction:
         Failures are logged (they cannot reach a caller that has moved on).
         """
         self._open = False
-        self._hub._call_soon(self._commit_logged)
+        self._call_soon(self._commit_logged)
 
     async def _commit_logged(self) -> None:
         try:

@@ -12,7 +12,9 @@
 - ``POST /connections/<id>/disconnect``: closes that connection, in whichever process holds it;
 - ``POST /users/<id>/disconnect``: closes every connection of that user, in every process.
 
-Requests the check refuses get 403. Disconnections travel through the backplane.
+Requests the check refuses get 403, and so do requests from a page of another origin (the
+same Origin rule as the WebSocket endpoint, `allowed_origins`), so that a cookie-based `check`
+cannot be driven cross-site. Disconnections travel through the backplane.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import msgspec
 from ..auth import AuthRequest, call_hook
 from ..errors import BackplaneError
 from ..hub import Hub
+from ._origin import AllowedOrigins, OriginPolicy
+from ._refusals import RefusalLog
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -41,11 +45,18 @@ _encode = msgspec.json.Encoder().encode
 class AdminEndpoint:
     """A raw ASGI app for operators, guarded by `check` (your own authorisation)."""
 
-    def __init__(self, hub: Hub, *, check: Check) -> None:
+    def __init__(self, hub: Hub, *, check: Check, allowed_origins: AllowedOrigins = None) -> None:
         self.hub, self.check = hub, check
+        self.origins = OriginPolicy(allowed_origins)
+        self.refusals = RefusalLog(hub.clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        origin = self.origins.refused(scope)
+        if origin is not None:
+            self.refusals.origin(origin, scope, "admin")
+            await _respond(send, 403, {"error": "origin not allowed"})
             return
         request = AuthRequest.from_scope(scope, transport="admin")
         try:

@@ -29,6 +29,7 @@ from ..errors import BackplaneError, CloseCode, HookFailed, HubClosed, Unauthori
 from ..hub import Hub, _control
 from ..protocol import Cursor, Error, Goodbye, Hello, Offset
 from ._origin import AllowedOrigins, OriginPolicy
+from ._refusals import NOT_RUNNING, RefusalLog, hub_refusal
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -135,6 +136,7 @@ class SSEEndpoint:
     def __init__(self, hub: Hub, *, allowed_origins: AllowedOrigins = None) -> None:
         self.hub = hub
         self.origins = OriginPolicy(allowed_origins)
+        self.refusals = RefusalLog(hub.clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,11 +147,16 @@ class SSEEndpoint:
         if scope.get("method", "GET") != "GET":
             await _plain(send, 405, b"use GET\n", [(b"allow", b"GET")])
             return
-        if not self.origins.allows(scope):
+        refused = self.origins.refused(scope)
+        if refused is not None:
+            self.refusals.origin(refused, scope, "sse")
             await _plain(send, 403, b"origin not allowed\n")
             return
-        if not self.hub.accepting:
-            await _plain(send, 503, b"server starting or shutting down\n")
+        refusal = hub_refusal(self.hub)
+        if refusal is not None:
+            if refusal == NOT_RUNNING:
+                self.refusals.not_running("sse")
+            await _plain(send, 503, refusal.encode() + b"\n")
             return
         try:
             admission = await self._admit(scope)

@@ -37,6 +37,7 @@ from ..protocol import (
     decode_client_frame,
 )
 from ._origin import AllowedOrigins, OriginPolicy
+from ._refusals import NOT_RUNNING, SHUTTING_DOWN, RefusalLog, hub_refusal
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -57,11 +58,16 @@ class WebSocketEndpoint:
 
     `allowed_origins`: None (default) accepts only same-origin browser pages, ``"*"`` any page,
     or a list such as ``["https://app.example.com"]``.
+
+    Before a session starts: a refused Origin gets HTTP 403, a draining hub HTTP 503, and a hub
+    that is not running (its lifespan never ran) an accepted socket closed with 1013 and a
+    reason; the first and the last log a WARNING (see `_refusals`).
     """
 
     def __init__(self, hub: Hub, *, allowed_origins: AllowedOrigins = None) -> None:
         self.hub = hub
         self.origins = OriginPolicy(allowed_origins)
+        self.refusals = RefusalLog(hub.clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -69,11 +75,22 @@ class WebSocketEndpoint:
             return
         if (await receive())["type"] != "websocket.connect":
             return
-        if not self.origins.allows(scope) or not self.hub.accepting:
+        origin = self.origins.refused(scope)
+        if origin is not None:
+            self.refusals.origin(origin, scope, "websocket")
             await send({"type": "websocket.close", "code": 1008})  # the server answers HTTP 403
+            return
+        refusal = hub_refusal(self.hub)
+        if refusal == SHUTTING_DOWN:
+            await _shutting_down(scope, send)
             return
         chosen = SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", ()) else None
         await send({"type": "websocket.accept", "subprotocol": chosen})
+        if refusal == NOT_RUNNING:  # accepted first, so that a browser can learn why
+            self.refusals.not_running("websocket")
+            await send({"type": "websocket.close", "code": CloseCode.TRY_AGAIN_LATER,
+                        "reason": NOT_RUNNING})  # fmt: skip
+            return
         try:
             code, reason = await self._session(scope, receive, send)
         except PeerGone:
@@ -204,6 +221,21 @@ def _frame_sender(send: Send) -> SendFrame:
         await send({"type": "websocket.send", "text": frame})
 
     return send_awaitable
+
+
+async def _shutting_down(scope: Scope, send: Send) -> None:
+    """Refuse a handshake while the hub drains: HTTP 503 where the server lets us answer one
+    (the WebSocket denial response extension), else the server's 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = SHUTTING_DOWN.encode() + b"\n"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _http_upgrade_required(scope: Scope, send: Send) -> None:

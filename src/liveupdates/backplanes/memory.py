@@ -109,8 +109,3 @@ class MemoryBackplane(Backplane):
         horizon = now - self.history_ttl
         for name in [n for n, s in self._streams.items() if s.touched < horizon]:
             del self._streams[name]
-
-    @property
-    def stream_count(self) -> int:
-        """How many streams are held in memory."""
-        return len(self._streams)

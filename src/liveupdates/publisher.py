@@ -1,0 +1,88 @@
+"""The publish side: the one path every producer's events take to the backplane.
+
+An event is encoded once (`prepare`: its body, its outbox slot and its target streams), then
+appended to each stream through the backplane (`Publisher.publish_stream`). When the backplane
+refuses, the caller gets `BackplaneError` and the stream is marked *unannounced*: the change
+the application committed was never sent. `Publisher.announce` then publishes a `Resync`
+command on each such stream once the backplane takes publications again (the hub calls it when
+its backplane resets; any publisher tries before its next publish), so every client of the
+stream refetches: at once if it is connected, or when it resumes across the announcement.
+
+Producers: `Hub.publish` (with its throttle and the flusher's pacing around each stream),
+`Transaction` (prepared events held until commit), and publish-only clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .backplanes import Backplane
+from .control import CONTROL_SLOT, Command, Resync, encode_control
+from .errors import BackplaneError
+from .events import Event, encode_event, event_slot
+from .positions import Publication
+from .targets import Target, streams_of
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An event encoded once, with the streams it goes to."""
+
+    event: Event
+    body: bytes
+    slot: str | None
+    streams: list[str]
+
+
+def prepare(event: Event, to: Target | Iterable[Target]) -> Prepared:
+    """Encode `event` for `to`. Raises TypeError or ValueError at the call site."""
+    return Prepared(event, encode_event(event), event_slot(event), streams_of(to))
+
+
+class Publisher:
+    """Publishes prepared events and commands, and announces the publishes that failed."""
+
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+        self.unannounced: set[str] = set()  # streams with a failed publish not yet announced
+        self._announcing = False
+
+    async def publish(self, prepared: Prepared) -> list[Publication]:
+        """Append `prepared` to each of its streams; raises `BackplaneError` at a refusal."""
+        return [
+            await self.publish_stream(s, prepared.body, prepared.slot) for s in prepared.streams
+        ]
+
+    async def publish_stream(self, stream: str, body: bytes, slot: str | None) -> Publication:
+        try:
+            if self.unannounced and not self._announcing:
+                await self._announce()  # the backplane may be back: older failures go first
+            return await self.backplane.publish(stream, body, slot)
+        except BackplaneError:
+            self.unannounced.add(stream)  # resynced everywhere once the backplane is back
+            raise
+
+    async def command(self, stream: str, command: Command) -> Publication:
+        """Publish a control command (see control.py) on `stream`; raises `BackplaneError`."""
+        return await self.backplane.publish(stream, encode_control(command), CONTROL_SLOT)
+
+    async def announce(self) -> bool:
+        """Tell every process to resync the streams whose publish failed; False while the
+        backplane still refuses (the next reset or publish tries again)."""
+        if self._announcing:
+            return False
+        try:
+            await self._announce()
+        except BackplaneError:
+            return False
+        return True
+
+    async def _announce(self) -> None:
+        self._announcing = True
+        try:
+            for stream in sorted(self.unannounced):
+                await self.command(stream, Resync())
+                self.unannounced.discard(stream)
+        finally:
+            self._announcing = False
