@@ -142,6 +142,7 @@ async def test_a_hub_that_is_not_running_says_so(
         for _ in range(2):
             response = await http.get("/sse?token=cy")
             assert (response.status_code, response.text) == (503, "the hub is not running\n")
+            assert response.headers["retry-after"] == "5"  # the hub's retry window
     fix = (
         "the hub is not running: pass lifespan=hub.lifespan to the ASGI app that the server"
         " runs (the lifespan of a mounted sub-app never runs), or run it in `async with hub:`"
@@ -167,6 +168,7 @@ async def test_a_draining_hub_refuses_new_connections_with_503(
         assert (response.status_code, response.text) == (503, "server shutting down\n")
         response = await http.get("/sse?token=dot")
     assert (response.status_code, response.text) == (503, "server shutting down\n")
+    assert response.headers["retry-after"] == "5"
     assert warned(warnings) == []  # a normal shutdown: nothing to fix
 
 

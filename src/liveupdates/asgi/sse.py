@@ -156,14 +156,13 @@ class SSEEndpoint:
         if refusal is not None:
             if refusal == NOT_RUNNING:
                 self.refusals.not_running("sse")
-            await _plain(send, 503, refusal.encode() + b"\n")
+            await _plain(send, 503, refusal.encode() + b"\n", self._retry_after())
             return
         try:
             admission = await self._admit(scope)
         except HookFailed:  # logged by the hub: a server error, which the client retries
-            retry = str(max(1, round(self.hub.limits.goodbye_retry))).encode()
-            await _plain(send, 503, b"authentication failed: try again later\n",
-                         [(b"retry-after", retry)])  # fmt: skip
+            body = b"authentication failed: try again later\n"
+            await _plain(send, 503, body, self._retry_after())
             return
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -200,6 +199,10 @@ class SSEEndpoint:
             if code is not None and code not in _QUIET:
                 await _body(send, sse_event(_error_frame(code, reason)))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _retry_after(self) -> list[tuple[bytes, bytes]]:
+        """The header of a 503: come back within the hub's retry window."""
+        return [(b"retry-after", str(max(1, round(self.hub.limits.goodbye_retry))).encode())]
 
     async def _admit(self, scope: Scope) -> _Admitted | _BadRequest:
         """Read the request and authenticate it, before the response starts (so that a hook
