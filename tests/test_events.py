@@ -96,8 +96,8 @@ def test_unencodable_payloads_are_a_clear_error() -> None:
 async def test_one_encode_per_event_whatever_the_number_of_receivers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import liveupdates._pipeline.publisher
     import liveupdates.events
-    import liveupdates.publisher
 
     calls: list[Any] = []
     real = liveupdates.events.encode_event
@@ -106,7 +106,7 @@ async def test_one_encode_per_event_whatever_the_number_of_receivers(
         calls.append(event)
         return real(event)
 
-    monkeypatch.setattr(liveupdates.publisher, "encode_event", counting)
+    monkeypatch.setattr(liveupdates._pipeline.publisher, "encode_event", counting)
     from liveupdates.asgi import WebSocketEndpoint
 
     async with Hub() as hub:

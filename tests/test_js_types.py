@@ -18,8 +18,8 @@ import msgspec
 import pytest
 
 from liveupdates import Invalidate, Limits, Set
+from liveupdates._pipeline.outbox import event_message, position_prefix
 from liveupdates.events import encode_event
-from liveupdates.outbox import event_message, position_prefix
 from liveupdates.protocol import (
     Cursor,
     Error,

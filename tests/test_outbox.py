@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from liveupdates import Event, Everyone, Hub, Invalidate, Limits, Set, Topic
+from liveupdates._pipeline.outbox import Message, Outbox, event_message, position_prefix
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.events import encode_event, event_slot
-from liveupdates.outbox import Message, Outbox, event_message, position_prefix
 from liveupdates.testing.websocket import connect_asgi
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from liveupdates import BackplaneUnavailable, Invalidate, MemoryBackplane, Topic
-from liveupdates.control import CONTROL_SLOT, Resync, decode_control
+from liveupdates._pipeline.control import CONTROL_SLOT, Resync, decode_control
+from liveupdates._pipeline.publisher import Publisher, prepare
 from liveupdates.positions import Publication
-from liveupdates.publisher import Publisher, prepare
 from liveupdates.testing import RecordingReceiver
 
 pytestmark = pytest.mark.anyio

@@ -9,8 +9,8 @@ import anyio.lowlevel
 import pytest
 
 from liveupdates import Limits, Principal
-from liveupdates.connection import Connection, ConnectionState
-from liveupdates.sweeper import _PING, BATCH, sweep_once, sweep_pass
+from liveupdates._pipeline.connection import Connection, ConnectionState
+from liveupdates._pipeline.sweeper import _PING, BATCH, sweep_once, sweep_pass
 
 pytestmark = pytest.mark.anyio
 

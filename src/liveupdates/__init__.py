@@ -6,13 +6,13 @@ every browser that shows it refetches or patches its cache at once.
 
 from __future__ import annotations
 
+from ._pipeline.connection import Connection as Connection
+from ._pipeline.connection import ConnectionState as ConnectionState
 from .auth import AuthRequest as AuthRequest
 from .auth import Principal as Principal
 from .backplanes import Backplane as Backplane
 from .backplanes import MemoryBackplane as MemoryBackplane
 from .backplanes import backplane_from_url as backplane_from_url
-from .connection import Connection as Connection
-from .connection import ConnectionState as ConnectionState
 from .errors import BackplaneError as BackplaneError
 from .errors import BackplaneUnavailable as BackplaneUnavailable
 from .errors import CloseCode as CloseCode

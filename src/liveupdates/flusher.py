@@ -34,10 +34,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from .connection import Connection, PeerGone, SendFrame
+from ._pipeline.connection import Connection, PeerGone, SendFrame
+from ._pipeline.outbox import Message, OrderGuard
 from .errors import CloseCode
 from .metrics import Metrics
-from .outbox import Message, OrderGuard
 
 logger = logging.getLogger("liveupdates")
 Spawn = Callable[..., None]

@@ -25,16 +25,19 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.lowlevel import EventLoopToken
 
+from ._pipeline.connection import Connection, ConnectionState
+from ._pipeline.control import Disconnect
+from ._pipeline.outbox import control_message
+from ._pipeline.publisher import Prepared, Publisher, prepare
+from ._pipeline.streams import Streams
+from ._pipeline.sweeper import sweep
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
-from .connection import Connection, ConnectionState
-from .control import Disconnect
 from .errors import CloseCode, ErrorCode, HookFailed, HubClosed, TokenExpired, Unauthorized
 from .events import Event
 from .flusher import Flusher
 from .limits import Limits
 from .metrics import HubStats, Metrics
-from .outbox import control_message
 from .positions import Position, Publication
 from .protocol import (
     PROTOCOL_VERSION,
@@ -45,9 +48,6 @@ from .protocol import (
     Unsubscribed,
     Welcome,
 )
-from .publisher import Prepared, Publisher, prepare
-from .streams import Streams
-from .sweeper import sweep
 from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic
 from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from ._pipeline.publisher import Prepared, prepare
 from .errors import BackplaneError, HubClosed, LiveUpdatesError
 from .events import Event
-from .publisher import Prepared, prepare
 from .targets import Target
 
 PublishPrepared = Callable[[Prepared], Awaitable[None]]

@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl
 import anyio
 import msgspec
 
+from .._pipeline.connection import Connection, PeerGone
 from ..auth import AuthRequest
-from ..connection import Connection, PeerGone
 from ..errors import BackplaneError, CloseCode, HookFailed, HubClosed, Unauthorized
 from ..hub import Hub, _control
 from ..protocol import Cursor, Error, Goodbye, Hello, Offset

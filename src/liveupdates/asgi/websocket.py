@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 
+from .._pipeline.connection import Connection, PeerGone, SendFrame
 from ..auth import AuthRequest
-from ..connection import Connection, PeerGone, SendFrame
 from ..errors import (
     BackplaneError,
     CloseCode,

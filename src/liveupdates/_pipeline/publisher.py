@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .backplanes import Backplane
+from ..backplanes import Backplane
+from ..errors import BackplaneError
+from ..events import Event, encode_event, event_slot
+from ..positions import Publication
+from ..targets import Target, streams_of
 from .control import CONTROL_SLOT, Command, Resync, encode_control
-from .errors import BackplaneError
-from .events import Event, encode_event, event_slot
-from .positions import Publication
-from .targets import Target, streams_of
 
 
 @dataclass(frozen=True, slots=True)

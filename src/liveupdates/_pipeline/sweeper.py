@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 import anyio
 import anyio.lowlevel
 
+from ..errors import CloseCode
+from ..limits import Limits
+from ..protocol import Expiring, ServerPing, encode_message
 from .connection import Connection, ConnectionState
-from .errors import CloseCode
-from .limits import Limits
 from .outbox import Message
-from .protocol import Expiring, ServerPing, encode_message
 
 _PING = Message(encode_message(ServerPing()))
 BATCH = 1000  # connections swept between two turns of the event loop (about 0.6 ms)

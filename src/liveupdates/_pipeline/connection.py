@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 import anyio
 
-from .auth import Principal
-from .errors import CloseCode
-from .limits import Limits, RateLimiter
-from .metrics import Metrics
+from ..auth import Principal
+from ..errors import CloseCode
+from ..limits import Limits, RateLimiter
+from ..metrics import Metrics
+from ..positions import Position
 from .outbox import Message, OrderGuard, Outbox
-from .positions import Position
 
 SendFrame = Callable[[str], Coroutine[Any, Any, None]]
 SendError = Callable[[Exception], None]

@@ -19,8 +19,8 @@ from typing import Final
 
 import msgspec
 
-from .events import INVALIDATE_SLOT, Invalidate, QueryKey, encode_json
-from .protocol import Resync, ServerMessage, encode_message
+from ..events import INVALIDATE_SLOT, Invalidate, QueryKey, encode_json
+from ..protocol import Resync, ServerMessage, encode_message
 
 
 class Message:

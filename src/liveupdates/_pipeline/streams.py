@@ -13,15 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .backplanes import Backplane
+from ..backplanes import Backplane
+from ..errors import BackplaneError, CloseCode
+from ..flusher import Flusher
+from ..metrics import Metrics
+from ..positions import Position, Publication
+from ..protocol import Outcome, Subscribed
 from .connection import Connection
 from .control import CONTROL_SLOT, Resync, decode_control
-from .errors import BackplaneError, CloseCode
-from .flusher import Flusher
-from .metrics import Metrics
 from .outbox import Message, control_message, event_message, position_prefix
-from .positions import Position, Publication
-from .protocol import Outcome, Subscribed
 
 logger = logging.getLogger("liveupdates")
 Spawn = Callable[..., None]
