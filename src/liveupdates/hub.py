@@ -226,9 +226,17 @@ class Hub:
     ) -> None:
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
-        for stream in streams:
+        for index, stream in enumerate(streams):
             if self._throttle.admit(stream, event, body, slot):
-                await self._publish_stream(stream, body, slot)
+                try:
+                    await self._publish_stream(stream, body, slot)
+                except BackplaneError:
+                    self._not_published(streams[index + 1 :])  # never tried: resynced too
+                    raise
+
+    def _not_published(self, streams: Iterable[str]) -> None:
+        """Streams whose publish failed or was never tried: resynced once the backplane is back."""
+        self._unannounced.update(streams)
 
     async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
         flusher = self._flusher

@@ -54,8 +54,12 @@ class Transaction:
         """Publish every held event, in order. Raises like `Hub.publish`."""
         self._open = False
         held, self._held = self._held, []
-        for event, body, slot, streams in held:
-            await self._hub._publish_encoded(event, body, slot, streams)
+        for index, (event, body, slot, streams) in enumerate(held):
+            try:
+                await self._hub._publish_encoded(event, body, slot, streams)
+            except BackplaneError:  # the events after it are not tried: resync their streams
+                self._hub._not_published(s for *_, later in held[index + 1 :] for s in later)
+                raise
 
     def rollback(self) -> None:
         """Drop every held event."""
