@@ -30,10 +30,10 @@ them itself, in the event loop's callbacks (`_redis_link`): a publication is fan
 callback that read it.
 Either connection lost is reopened, both together, with full-jitter exponential backoff, every
 stream subscribed again, then `Receiver.reset` is called once. Meanwhile `publish` and `replay`
-raise `BackplaneUnavailable` at once, and cut the backoff short: the next attempt starts at
-once, but one at a time, and never sooner than `_MIN_SPACING` (50 ms) after the previous one
-ended, however many calls fail. So publishing resumes as soon as Redis is back, without a
-reconnection storm. Every command is bounded by `timeout` seconds; redis-py
+raise `BackplaneUnavailable` at once, and they (and `listen`) cut the backoff short: the next
+attempt starts at once, but one at a time, and never sooner than `_MIN_SPACING` (50 ms) after
+the previous one ended, however many calls fail. So publishing resumes as soon as Redis is
+back, without a reconnection storm. Every command is bounded by `timeout` seconds; redis-py
 errors become `BackplaneError` or `BackplaneUnavailable`. A command that fails for want of Redis
 restarts both connections, so that every `BackplaneUnavailable` is followed by one
 `Receiver.reset` once Redis is usable again.
