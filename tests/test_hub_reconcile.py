@@ -151,3 +151,28 @@ async def test_a_change_whose_publish_failed_is_resynced_once_the_backplane_is_b
         )  # fmt: skip
         await hub.publish(Step("after"), to=Topic("t"))
         assert (await ws.receive_until(lambda m: m.get("type") == "step"))["name"] == "after"
+
+
+async def test_every_stream_a_failed_commit_did_not_reach_is_resynced_too() -> None:
+    """A commit stops at its first failed publish: the targets and events after it were never
+    tried, and their streams' clients resync once the backplane is back, like the first one's."""
+    backplane = FlakyPublishBackplane()
+    async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello", "topics": ["t", "u"]})
+        await ws.receive_until(lambda m: m.get("stream") == "topic:u")
+        backplane.down = True
+        with pytest.raises(BackplaneUnavailable):
+            async with hub.transaction() as tx:
+                tx.publish(Step("one"), to=[Topic("first"), Topic("t")])  # fails at "first"
+                tx.publish(Step("two"), to=Topic("u"))  # a later event
+        backplane.down = False
+        hub.reset()
+        with anyio.fail_after(5):  # (before, only topic:t came)
+            resyncs = [
+                await ws.receive_until(lambda m: m.get("type") in ("resync", "step"))
+                for _ in range(2)
+            ]
+        assert sorted((m["type"], m["stream"], m.get("reason")) for m in resyncs) == [
+            ("resync", "topic:t", "backplane"),
+            ("resync", "topic:u", "backplane"),
+        ]

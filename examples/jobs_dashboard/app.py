@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from liveupdates import Backplane, Hub
+from liveupdates import Backplane, BackplaneError, Hub
 from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint, client_files
 
 from . import db, live
@@ -77,7 +77,12 @@ def create_app(
     app = Starlette(
         routes=[*api.routes(), *live_endpoints, *page_routes()],
         lifespan=lifespan,
-        exception_handlers={HTTPException: error, NotFound: error, Conflict: error},
+        exception_handlers={
+            HTTPException: error,
+            NotFound: error,
+            Conflict: error,
+            BackplaneError: backplane_unavailable,
+        },
     )
     app.state.services = Services(settings, database, hub, worker)
     return app
@@ -122,6 +127,26 @@ async def error(request: Request, exc: Exception) -> Response:
             return json({"error": "no such job"}, 404)
         case _:
             return json({"error": str(exc)}, 409)
+
+
+UNAVAILABLE = (
+    "Saved, but live updates are unavailable for a moment (the backplane, Redis, did not "
+    "answer). The update may still have gone out; if not, every page catches up by itself "
+    "once it is back. There is no need to do this again."
+)
+
+
+async def backplane_unavailable(request: Request, exc: Exception) -> Response:
+    """503 when a change was committed but publishing its events failed (Redis is down).
+
+    Every write publishes after its commit (`hub.transaction()`): the change is saved. The
+    publish may still have happened (it timed out after Redis got it), and resending an
+    invalidation is harmless; but nobody needs to, nor to repeat the request (which would
+    repeat the change): once the backplane is back, the hub tells the clients of every stream
+    it could not reach to refetch (a resync).
+    """
+    logger.warning("%s %s: saved, but not published: %s", request.method, request.url.path, exc)
+    return json({"error": UNAVAILABLE}, 503)  # (no Retry-After: nothing to retry)
 
 
 async def report_connections(database: Database, hub: Hub, process: str) -> None:

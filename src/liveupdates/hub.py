@@ -33,7 +33,15 @@ from ._pipeline.streams import Streams
 from ._pipeline.sweeper import sweep
 from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
 from .backplanes import Backplane, backplane_from_url
-from .errors import CloseCode, ErrorCode, HookFailed, HubClosed, TokenExpired, Unauthorized
+from .errors import (
+    BackplaneError,
+    CloseCode,
+    ErrorCode,
+    HookFailed,
+    HubClosed,
+    TokenExpired,
+    Unauthorized,
+)
 from .events import Event
 from .flusher import Flusher
 from .limits import Limits
@@ -222,19 +230,35 @@ class Hub:
         window. Raises `HubClosed` when the hub is not running and `BackplaneError` when the
         backplane cannot take the event (nothing is silently dropped).
         """
-        await self._publish_prepared(prepare(event, to))
+        await self._publish_all([prepare(event, to)])
 
     def transaction(self) -> Transaction:
         """Events published through it are held until it commits (publish after commit)."""
-        return Transaction(self._publish_prepared, self._call_soon)
+        return Transaction(self._publish_all, self._call_soon)
 
-    async def _publish_prepared(self, prepared: Prepared) -> None:
+    async def _publish_all(self, batch: list[Prepared]) -> None:
+        """Publish prepared events in order. At a failure, every stream not reached (the
+        failed one, the event's later targets, the batch's later events) is resynced once the
+        backplane is back, and the error raised."""
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
-        event, body, slot = prepared.event, prepared.body, prepared.slot
-        for stream in prepared.streams:
-            if self._throttle.admit(stream, event, body, slot):
-                await self._publish_stream(stream, body, slot)
+        admit = self._throttle.admit
+        for n, prepared in enumerate(batch):
+            event, body, slot, streams = (
+                prepared.event,
+                prepared.body,
+                prepared.slot,
+                prepared.streams,
+            )
+            for i, stream in enumerate(streams):
+                if admit(stream, event, body, slot):
+                    try:
+                        await self._publish_stream(stream, body, slot)
+                    except BackplaneError:
+                        self._publisher.missed(
+                            streams[i + 1 :], *(p.streams for p in batch[n + 1 :])
+                        )
+                        raise
 
     async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
         flusher = self._flusher

@@ -24,7 +24,7 @@ from .errors import BackplaneError, HubClosed, LiveUpdatesError
 from .events import Event
 from .targets import Target
 
-PublishPrepared = Callable[[Prepared], Awaitable[None]]
+PublishAll = Callable[[list[Prepared]], Awaitable[None]]
 CallSoon = Callable[[Callable[[], Awaitable[Any]]], None]
 
 logger = logging.getLogger("liveupdates")
@@ -37,11 +37,12 @@ class TransactionClosed(LiveUpdatesError):
 class Transaction:
     """Events published inside are held; sent in order on `commit`, dropped on `rollback`.
 
-    Created by `Hub.transaction()`: `publish` is the hub's publish path (throttle included),
+    Created by `Hub.transaction()`: `publish` is the hub's publish path for a batch, in
+    order (throttle included),
     `call_soon` runs a coroutine function in the hub's tasks from any thread.
     """
 
-    def __init__(self, publish: PublishPrepared, call_soon: CallSoon) -> None:
+    def __init__(self, publish: PublishAll, call_soon: CallSoon) -> None:
         self._publish, self._call_soon = publish, call_soon
         self._held: list[Prepared] = []
         self._open = True
@@ -59,8 +60,7 @@ class Transaction:
         """Publish every held event, in order. Raises like `Hub.publish`."""
         self._open = False
         held, self._held = self._held, []
-        for prepared in held:
-            await self._publish(prepared)
+        await self._publish(held)  # (a failure resyncs the streams of every event not sent)
 
     def rollback(self) -> None:
         """Drop every held event."""

@@ -8,6 +8,9 @@ attempts at most 0.2 s apart.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -25,7 +28,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 STREAM = "topic:jobs"
 TIMINGS = "health_check_interval=0.1&timeout=0.5&max_reconnect_delay=0.2"
+DEFAULT_BACKOFF = "health_check_interval=0.1&timeout=0.5"  # max_reconnect_delay: 5 s
 PROMPT = 2.0  # seconds within which a failing publish must raise (timeout is 0.5 s)
+RESUMED = 0.5  # seconds after Redis is back within which publishing works again
 
 
 @pytest.fixture
@@ -34,8 +39,10 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def started(server: RedisServer) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
-    backplane = RedisBackplane.from_url(f"{server.url}?{TIMINGS}")
+async def started(
+    server: RedisServer, timings: str = TIMINGS
+) -> AsyncIterator[tuple[RedisBackplane, RecordingReceiver]]:
+    backplane = RedisBackplane.from_url(f"{server.url}?{timings}")
     receiver = RecordingReceiver()
     await backplane.start(receiver)
     try:
@@ -108,6 +115,73 @@ async def test_kill_during_publishes_then_restart(own_redis_server: RedisServer)
         assert replay.head == new.position
         assert receiver.resets == 1
         assert backplane.reconnects == 1
+
+
+async def test_publishing_resumes_as_soon_as_redis_accepts_connections_again(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publish that finds the link down cuts the reconnection backoff short: publishing works
+    again within RESUMED of Redis' restart, not after the rest of a backoff that has grown to
+    `max_reconnect_delay` (5 s by default, so without the hurry each round would pass with a
+    chance of about 1 in 10)."""
+    caplog.set_level(logging.DEBUG, logger="liveupdates.backplanes.redis")
+    failed = re.compile(r"reconnecting to Redis failed \(attempt (\d+)\)")
+
+    def attempts() -> int:
+        found = (failed.match(record.getMessage()) for record in caplog.records)
+        return max((int(match[1]) for match in found if match), default=0)
+
+    async with started(own_redis_server, DEFAULT_BACKOFF) as (backplane, receiver):
+        for round in (1, 2):
+            own_redis_server.kill9()
+            await until(lambda: not backplane.connected)
+            caplog.clear()
+            await publish_fails_promptly(backplane)
+            await until(lambda: attempts() >= 7)  # the next wait is up to 5 s (0.05 * 2**7)
+            own_redis_server.start()  # returns once it answers PING
+            back = anyio.current_time()
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        publication = await backplane.publish(STREAM, b"{}")
+                        break
+                    except BackplaneUnavailable:
+                        await anyio.sleep(0.005)  # a caller retrying, as after a 503
+            resumed = anyio.current_time() - back
+            assert resumed < RESUMED, f"round {round}: publishing resumed after {resumed:.3f} s"
+            assert publication.offset == 1  # (a new epoch: the history died with the process)
+            await reconnected(receiver, round)
+            with anyio.fail_after(10):
+                await receiver.wait_for(lambda: receiver.of(STREAM)[-1:] == [publication])  # noqa: B023
+        assert backplane.reconnects == 2
+
+
+async def test_publishes_failing_while_redis_is_down_do_not_storm_it(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thousands of publishes failing while Redis is down cost one reconnection attempt at a
+    time, each at least 50 ms after the previous one ended: at most 20 a second, however many
+    publishes fail. (The plain backoff would take some 35 s for those 20 attempts.)"""
+    caplog.set_level(logging.DEBUG, logger="liveupdates.backplanes.redis")
+    async with started(own_redis_server, DEFAULT_BACKOFF) as (backplane, _):
+        own_redis_server.kill9()
+        await until(lambda: not backplane.connected)
+        caplog.clear()
+
+        def attempts() -> list[float]:
+            return [r.created for r in caplog.records if "reconnecting to Redis failed" in r.msg]
+
+        publishes = 0
+        with anyio.fail_after(10):
+            while len(attempts()) < 20:
+                with pytest.raises(BackplaneUnavailable):
+                    await backplane.publish(STREAM, b"{}")
+                publishes += 1
+                await anyio.lowlevel.checkpoint()
+        times = attempts()
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) > 0.045, gaps  # 50 ms apart (log times: wall clock, to the ms)
+        assert publishes > 10 * len(times), (publishes, len(times))
 
 
 async def test_pause_is_noticed_and_resume_recovers(own_redis_server: RedisServer) -> None:

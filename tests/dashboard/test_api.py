@@ -13,10 +13,11 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from redis_server import RedisServer
 from starlette.applications import Starlette
 
 from examples.jobs_dashboard import db
-from examples.jobs_dashboard.app import create_app
+from examples.jobs_dashboard.app import UNAVAILABLE, create_app
 from examples.jobs_dashboard.auth import COOKIE, Sessions
 from examples.jobs_dashboard.settings import Settings
 from liveupdates import MemoryBackplane, Publication
@@ -177,6 +178,40 @@ async def test_every_change_is_published_after_its_transaction_commits(settings:
         ]
         states = [jobs[job["id"]] for _, _, jobs in spy.seen[::2]]
         assert states == [("queued", 1), ("cancelled", 1), ("queued", 2), ("cancelled", 2)]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis.asyncio
+async def test_a_change_saved_while_redis_is_down_is_answered_503_and_resynced_later(
+    settings: Settings, own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The change is committed, its publish fails: 503 with a message that says it was saved
+    and need not be repeated; once Redis is back the user's pages are told to refetch."""
+    url = own_redis_server.backplane_url(prefix="dash", health_check_interval=0.1, timeout=0.5)
+    app = create_app(replace(settings, worker=False, backplane=url))
+    hub = services(app).hub
+    async with (
+        app.router.lifespan_context(app),
+        signed_in(app, "alice") as alice,
+        live(app, "alice") as ws,
+    ):
+        own_redis_server.kill9()
+        with anyio.fail_after(10):
+            while hub.backplane.connected:  # type: ignore[attr-defined]  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        refused = await alice.post("/api/jobs", json={"name": "while down", "items": 5})
+        assert refused.status_code == 503
+        assert "Retry-After" not in refused.headers
+        assert refused.json() == {"error": UNAVAILABLE}
+        assert UNAVAILABLE.startswith("Saved, but live updates are unavailable")
+        assert "no need to do this again" in UNAVAILABLE
+        assert "POST /api/jobs: saved, but not published" in caplog.text
+        jobs = (await alice.get("/api/jobs")).json()
+        assert [job["name"] for job in jobs] == ["while down"]  # saved
+
+        own_redis_server.start()
+        with anyio.fail_after(10):  # alice's pages refetch her jobs
+            await ws.receive_until(lambda m: (m["type"], m["stream"]) == ("resync", "user:alice"))
 
 
 # -- the worker -----------------------------------------------------------------------------

@@ -63,6 +63,11 @@ class Publisher:
             self.unannounced.add(stream)  # resynced everywhere once the backplane is back
             raise
 
+    def missed(self, *streams: Iterable[str]) -> None:
+        """Streams a failed publish never reached (never tried): resynced like a failed one."""
+        for names in streams:
+            self.unannounced.update(names)
+
     async def command(self, stream: str, command: Command) -> Publication:
         """Publish a control command (see control.py) on `stream`; raises `BackplaneError`."""
         return await self.backplane.publish(stream, encode_control(command), CONTROL_SLOT)

@@ -30,7 +30,10 @@ them itself, in the event loop's callbacks (`_redis_link`): a publication is fan
 callback that read it.
 Either connection lost is reopened, both together, with full-jitter exponential backoff, every
 stream subscribed again, then `Receiver.reset` is called once. Meanwhile `publish` and `replay`
-raise `BackplaneUnavailable` at once. Every command is bounded by `timeout` seconds; redis-py
+raise `BackplaneUnavailable` at once, and they (and `listen`) cut the backoff short: the next
+attempt starts at once, but one at a time, and never sooner than `_MIN_SPACING` (50 ms) after
+the previous one ended, however many calls fail. So publishing resumes as soon as Redis is
+back, without a reconnection storm. Every command is bounded by `timeout` seconds; redis-py
 errors become `BackplaneError` or `BackplaneUnavailable`. A command that fails for want of Redis
 restarts both connections, so that every `BackplaneUnavailable` is followed by one
 `Receiver.reset` once Redis is usable again.
@@ -77,6 +80,7 @@ _URL_OPTIONS: Final = frozenset(
 )  # fmt: skip
 _Command = Callable[..., Awaitable[Any]]  # redis-py's untyped command methods
 _BACKOFF_BASE: Final = 0.05
+_MIN_SPACING: Final = 0.05  # seconds at least from the end of an attempt to the next one
 _COMMAND_CACHE: Final = 4096  # streams whose publish command is kept packed
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entry = msgspec.msgpack.Decoder(tuple[bytes, str | None, float]).decode
@@ -168,6 +172,7 @@ class RedisBackplane(Backplane):
         self._conn: Subscriber | None = None  # the pub/sub connection, while usable
         self._pipeline: Pipeline | None = None  # the commands' connection, with `_conn`
         self._lost: anyio.Event | None = None  # set when `_conn` is found broken
+        self._hurried: anyio.Event | None = None  # set to cut the reconnection backoff short
         # A new epoch is Redis' TIME and this suffix (random, so that two processes starting
         # an epoch in the same microsecond on two Redis servers still differ).
         self._nonce = secrets.token_hex(2)
@@ -336,6 +341,7 @@ class RedisBackplane(Backplane):
         self._streams[channel] = stream
         conn = self._conn
         if conn is None or self._state is not _State.RUNNING:
+            self._hurry()
             return
         try:
             with anyio.fail_after(self._timeout):
@@ -358,13 +364,20 @@ class RedisBackplane(Backplane):
         if self._state is not _State.RUNNING:
             raise HubClosed(f"the backplane is {self._state.value}")
         if self._conn is None:
+            self._hurry()
             raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
+
+    def _hurry(self) -> None:
+        """Someone needs Redis while the link is down: end the reconnection backoff now."""
+        if self._hurried is not None:
+            self._hurried.set()
 
     async def _eval(self, script: _Script, command: bytes) -> Any:
         """Run `command` (EVALSHA of `script`, packed); when Redis is unavailable, reconnect so
         that `reset()` follows."""
         pipeline, conn = self._pipeline, self._conn
         if pipeline is None or conn is None:
+            self._hurry()
             raise BackplaneUnavailable("the connection to Redis was lost; reconnecting")
         try:
             with _mapped("run a script"):
@@ -472,11 +485,18 @@ class RedisBackplane(Backplane):
                 await self._hang_up(pipeline.conn)
 
     async def _reconnect(self) -> Subscriber:
-        """Connect again, with full-jitter exponential backoff between attempts."""
+        """Connect again, with full-jitter exponential backoff between attempts, cut short
+        when a caller finds the link down (`_hurry`); one attempt at a time, each at least
+        `_MIN_SPACING` after the previous one ended."""
         attempt = 0
+        self._hurried = anyio.Event()
+        ended = -math.inf  # when the previous attempt ended
         while True:
             ceiling = min(self._max_reconnect_delay, _BACKOFF_BASE * 2 ** min(attempt, 30))
-            await anyio.sleep(random.uniform(0, ceiling))
+            with anyio.move_on_after(random.uniform(0, ceiling)):
+                await self._hurried.wait()
+            await anyio.sleep_until(ended + _MIN_SPACING)
+            self._hurried = anyio.Event()  # callers failing from now on hurry the next attempt
             attempt += 1
             try:
                 # Idle command connections may lead to the lost server: drop them first.
@@ -484,6 +504,7 @@ class RedisBackplane(Backplane):
                 return await self._connect()
             except Exception as exc:
                 _log.debug("reconnecting to Redis failed (attempt %d): %r", attempt, exc)
+            ended = anyio.current_time()
 
     async def _watch(self, conn: Subscriber) -> None:
         """PING every `health_check_interval`; the link is lost if no reply comes in time."""
