@@ -161,8 +161,8 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
                 all_sent.set()
 
         for _ in range(100):
-            conn = hub.connect(Principal(user=None), "websocket")
-            await hub.open(conn, Hello())
+            conn = hub.sessions.connect(Principal(user=None), "websocket")
+            await hub.sessions.open(conn, Hello())
             conn.attach(costly_send)
         with anyio.fail_after(5):
             await all_sent.wait()  # the welcomes
@@ -175,7 +175,7 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
                 await anyio.lowlevel.checkpoint()
         assert seen - {0, 100}, "nothing else ran while the flusher sent to 100 connections"
         for conn in hub.connections():
-            hub.unregister(conn)  # as their transport would once they end
+            hub.sessions.unregister(conn)  # as their transport would once they end
 
 
 async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
@@ -189,9 +189,9 @@ async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
         frames.append(json.loads(frame))
 
     async with Hub() as hub:
-        conns = [hub.connect(Principal(user=None), "websocket") for _ in range(10)]
+        conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(10)]
         for conn in conns:
-            await hub.open(conn, Hello())
+            await hub.sessions.open(conn, Hello())
             conn.attach(record)
         with anyio.fail_after(5):
             while len(frames) < 10:  # their welcomes
@@ -215,7 +215,7 @@ async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
                 await anyio.lowlevel.checkpoint()
         assert len(frames) == 20  # the burst: one more frame per client
         for conn in conns:
-            hub.unregister(conn)  # as their transport would once they end
+            hub.sessions.unregister(conn)  # as their transport would once they end
 
 
 async def _costly_clients(
@@ -226,8 +226,8 @@ async def _costly_clients(
     `on_send` is called at each send."""
     received: dict[str, list[Any]] = {}
     for _ in range(count):
-        conn = hub.connect(Principal(user=None), "websocket")
-        await hub.open(conn, Hello())
+        conn = hub.sessions.connect(Principal(user=None), "websocket")
+        await hub.sessions.open(conn, Hello())
         got = received[conn.id] = []
 
         async def costly_send(frame: str, got: list[Any] = got) -> None:
@@ -266,7 +266,7 @@ async def test_what_is_queued_during_a_broadcast_comes_after_it(anyio_backend: s
         assert _kinds(received[conns[-1].id]) == ["chunk1", "pong", "chunk2"]
         assert all(_kinds(received[conn.id]) == ["chunk1", "chunk2"] for conn in conns[:-1])
         for conn in conns:
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)
 
 
 async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first(
@@ -282,7 +282,7 @@ async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first
                 await anyio.lowlevel.checkpoint()
         assert _kinds(received[conns[-1].id]) == ["chunk1"]
         for conn in conns:
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)
 
 
 class _WaitingBackplane(MemoryBackplane):
@@ -342,7 +342,7 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
                     await anyio.lowlevel.checkpoint()
             backplane.go.set()
             for conn in hub.connections():
-                hub.unregister(conn)
+                hub.sessions.unregister(conn)
     finally:
         writer.close()
         theirs.close()
@@ -377,8 +377,8 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
     async with Hub() as hub:
         conns = {}
         for name in names:
-            conn = conns[name] = hub.connect(Principal(user=None), "websocket")
-            await hub.open(conn, Hello())
+            conn = conns[name] = hub.sessions.connect(Principal(user=None), "websocket")
+            await hub.sessions.open(conn, Hello())
             errors = told.setdefault(name, [])
             conn.attach(sender(name), errors.append if name.startswith("told") else None)
         await anyio.sleep(0.05)  # welcome and subscribed sent; the process is quiet
@@ -406,7 +406,7 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
             assert conns[name].close_code is None  # the transport's call (here: none)
         assert not any(told[name] for name in names if not name.startswith("told"))
         for conn in conns.values():
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)
 
 
 async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
@@ -429,14 +429,14 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
 
     monkeypatch.setattr(Outbox, "push", spy)
     async with Hub() as hub:
-        conns = [hub.connect(Principal(user=f"u{i}"), "websocket") for i in range(10)]
+        conns = [hub.sessions.connect(Principal(user=f"u{i}"), "websocket") for i in range(10)]
         for conn in conns:
             got = frames[conn.id] = []
 
             async def record(frame: str, got: list[int] = got) -> None:
                 got.extend(m["n"] for m in json.loads(frame) if m["type"] == "chunk")
 
-            await hub.open(conn, Hello())
+            await hub.sessions.open(conn, Hello())
             conn.attach(record)
             personal = f"user:{conn.user}"
             conn.hold(personal)
@@ -449,7 +449,7 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
         assert all(got == [1, 2] for got in frames.values())  # sent as it was fanned out
         assert pushed == []  # and not through the outboxes
         for conn in conns:
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)
 
 
 async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend: str) -> None:
@@ -466,9 +466,9 @@ async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend:
         raise ValueError("a bug in its handler") from exc
 
     async with Hub() as hub:
-        broken, fine = (hub.connect(Principal(user=None), "websocket") for _ in range(2))
+        broken, fine = (hub.sessions.connect(Principal(user=None), "websocket") for _ in range(2))
         for conn, send in ((broken, fails), (fine, record)):
-            await hub.open(conn, Hello())
+            await hub.sessions.open(conn, Hello())
             conn.attach(send, handler)
         await anyio.sleep(0.05)  # the process is quiet: straight to the sockets
         for n in (1, 2):
@@ -479,4 +479,4 @@ async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend:
         assert broken.close_code == 1011 and fine.close_code is None
         assert hub.metrics.errors == 1
         for conn in (broken, fine):
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)

@@ -118,7 +118,7 @@ async def test_a_failed_history_read_is_retried_after_the_backplane_resets() -> 
             while backplane.fail_replays:  # the first attempt has failed
                 await anyio.lowlevel.checkpoint()
         assert hub.reconciling == 1  # holding: nothing out of order reached the client
-        hub.reset()  # what a backplane does once it is reachable again
+        hub._routes.reset()  # what a backplane does once it is reachable again
         assert await steps_until(ws, "held") == ["lost", "held"]
         assert hub.reconciling == 0
 
@@ -144,7 +144,7 @@ async def test_a_change_whose_publish_failed_is_resynced_once_the_backplane_is_b
             async with hub.transaction() as tx:
                 tx.publish(Step("committed while down"), to=Topic("t"))
         backplane.down = False
-        hub.reset()  # ...and once the backplane is back, the stream's clients resync
+        hub._routes.reset()  # ...and once the backplane is back, the stream's clients resync
         resync = await ws.receive_until(lambda m: m.get("type") in ("resync", "step"))
         assert (resync["type"], resync["stream"], resync["reason"]) == (
             "resync", "topic:t", "backplane",
@@ -166,7 +166,7 @@ async def test_every_stream_a_failed_commit_did_not_reach_is_resynced_too() -> N
                 tx.publish(Step("one"), to=[Topic("first"), Topic("t")])  # fails at "first"
                 tx.publish(Step("two"), to=Topic("u"))  # a later event
         backplane.down = False
-        hub.reset()
+        hub._routes.reset()
         with anyio.fail_after(5):  # (before, only topic:t came)
             resyncs = [
                 await ws.receive_until(lambda m: m.get("type") in ("resync", "step"))

@@ -38,6 +38,17 @@ class CloseCode(enum.IntEnum):
     HEARTBEAT_TIMEOUT = 4504
 
 
+_CODES = frozenset(CloseCode)
+
+
+def close_code_name(code: int | None, unknown: str | None = None) -> str:
+    """The documented name of a close code (``"try_again_later"``); for any other code,
+    `unknown`, or the number when `unknown` is None."""
+    if code in _CODES:
+        return CloseCode(code).name.lower()
+    return str(code) if unknown is None else unknown
+
+
 class ErrorCode(enum.StrEnum):
     """Codes of non-fatal `error` messages; the connection stays open."""
 

@@ -1,17 +1,19 @@
-"""The hub: the registry of connections, publishing, local fan-out and recovery.
+"""The hub: the object an application creates, runs and publishes through.
 
-The application creates and owns a hub (``async with hub:`` or ``lifespan=hub.lifespan``).
-Transports (the ASGI endpoints) register connections with it; the application publishes::
+The application creates and owns a hub (``async with hub:`` or ``lifespan=hub.lifespan``) and
+publishes::
 
     await hub.publish(Invalidate(["jobs"]), to=User("alice"))
+
+The hub wires the pipeline (`liveupdates._pipeline`: publisher, streams, flusher, sweeper)
+to its backplane and runs its tasks. Transports reach it through its session layer
+(`Hub.sessions`, see `liveupdates.session`), never through the hub itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import secrets
 import signal
 import threading
 import time
@@ -25,38 +27,28 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.lowlevel import EventLoopToken
 
-from ._pipeline.connection import Connection, ConnectionState
+from ._pipeline.connection import Connection
 from ._pipeline.control import Disconnect
 from ._pipeline.outbox import control_message
 from ._pipeline.publisher import Prepared, Publisher, prepare
 from ._pipeline.streams import Streams
 from ._pipeline.sweeper import sweep
-from .auth import Authenticate, Authorize, AuthRequest, Principal, allow_all, anonymous, call_hook
+from .auth import Authenticate, Authorize, allow_all, anonymous
 from .backplanes import Backplane, backplane_from_url
 from .errors import (
     BackplaneError,
     CloseCode,
-    ErrorCode,
-    HookFailed,
     HubClosed,
-    TokenExpired,
-    Unauthorized,
 )
 from .events import Event
 from .flusher import Flusher
 from .limits import Limits
 from .metrics import HubStats, Metrics
-from .positions import Position, Publication
 from .protocol import (
-    PROTOCOL_VERSION,
-    Error,
     Goodbye,
-    Hello,
-    Refreshed,
-    Unsubscribed,
-    Welcome,
 )
-from .targets import EVERYONE_STREAM, Target, Topic, is_valid_topic
+from .session import Sessions
+from .targets import EVERYONE_STREAM, Target
 from .throttle import Throttle, ThrottleRule
 from .transaction import Transaction
 
@@ -66,9 +58,6 @@ YIELD_BUDGET = 0.02  # seconds a publishing loop may run before the flusher gets
 # replies to the close frames arrive meanwhile. A socket closed with unread input resets the
 # connection, and a client then loses what was still in flight to it (its goodbye, the 1001).
 CLOSE_LINGER = 0.5
-
-
-_control = control_message  # the transports' name for it
 
 
 class Hub:
@@ -86,20 +75,13 @@ class Hub:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backplane = backplane_from_url(backplane) if isinstance(backplane, str) else backplane
-        self.authenticate_hook = authenticate
-        self.authorize_hook = authorize
         self.limits = limits or Limits()
         self.clock = clock
         self.drain_signals = tuple(drain_signals)
         self._throttle = Throttle(list(throttle), clock)
-        self._conns: dict[str, Connection] = {}
-        self._users: dict[str, dict[Connection, None]] = {}
-        self._ids = itertools.count(1)
-        self._id_prefix = secrets.token_hex(3)
         self._tg: TaskGroup | None = None
         self._running = False
         self._started = False  # it ran at least once (so not accepting means shutting down)
-        self._drained: anyio.Event | None = None
         self._token: EventLoopToken | None = None
         self._thread = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # on asyncio, while running
@@ -109,7 +91,10 @@ class Hub:
             self.backplane, self.metrics, self._spawn, self._on_backplane_reset, self._flusher
         )
         self._publisher = Publisher(self.backplane)
-        self._accepting = False
+        self.sessions = Sessions(
+            authenticate=authenticate, authorize=authorize, limits=self.limits, clock=clock,
+            metrics=self.metrics, streams=self._routes, flusher=self._flusher,
+        )  # fmt: skip
         self._last_yield = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -125,11 +110,12 @@ class Hub:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             raise
-        self._running = self._accepting = self._started = True
+        self._running = self._started = self.sessions.accepting = True
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self._loop = _running_asyncio_loop()
-        self._tg.start_soon(sweep, self._conns, self.limits, self.clock, self._routes.sent_at)
+        conns = self.sessions._conns  # (the sweeper reads the registry as it is)
+        self._tg.start_soon(sweep, conns, self.limits, self.clock, self._routes.sent_at)
         self._tg.start_soon(self._flusher.run)
         if self.drain_signals and threading.current_thread() is threading.main_thread():
             self._tg.start_soon(self._drain_on_signal)
@@ -161,17 +147,18 @@ class Hub:
         random moment within the window, so thousands of them do not all come back at once.
         Waits at most `Limits.drain_timeout` before closing the rest.
         """
-        self._accepting = False
-        goodbye = _control(Goodbye(int(self.limits.goodbye_retry * 1000)))
-        for conn in list(self._conns.values()):
+        sessions = self.sessions
+        sessions.accepting = False
+        goodbye = control_message(Goodbye(int(self.limits.goodbye_retry * 1000)))
+        for conn in sessions.connections():
             conn.push(goodbye)
             conn.close_when_flushed(CloseCode.GOING_AWAY, "server shutting down")
         with anyio.move_on_after(self.limits.drain_timeout):
-            await self._wait_until_empty()
-        for conn in list(self._conns.values()):
+            await sessions.wait_until_empty()
+        for conn in sessions.connections():
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         with anyio.move_on_after(1.0):
-            await self._wait_until_empty()
+            await sessions.wait_until_empty()
 
     async def _drain_on_signal(self) -> None:
         """On SIGTERM (by default): drain, then hand the signal to whoever handled it before.
@@ -191,11 +178,6 @@ class Hub:
         signal.signal(signum, previous[signum])
         signal.raise_signal(signum)
 
-    async def _wait_until_empty(self) -> None:
-        while self._conns:
-            self._drained = anyio.Event()
-            await self._drained.wait()
-
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         """Run the hub for the life of an ASGI app: ``Starlette(lifespan=hub.lifespan)``."""
@@ -214,7 +196,7 @@ class Hub:
     @property
     def accepting(self) -> bool:
         """Whether new connections are accepted (False once draining)."""
-        return self._accepting
+        return self.sessions.accepting
 
     @property
     def reconciling(self) -> int:
@@ -283,16 +265,6 @@ class Hub:
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
-    # -- backplane receiver ---------------------------------------------------------------
-
-    def deliver(self, publication: Publication) -> None:
-        """What the backplane calls for each publication (see `Streams.deliver`)."""
-        self._routes.deliver(publication)
-
-    def reset(self) -> None:
-        """What the backplane calls once it reconnected (see `Streams.reset`)."""
-        self._routes.reset()
-
     def _on_backplane_reset(self) -> None:
         if self._publisher.unannounced:
             self._spawn(self._publisher.announce)  # still down: the next reset tries again
@@ -322,177 +294,6 @@ class Hub:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def authenticate(self, request: AuthRequest) -> Principal:
-        """Run the application's authentication hook.
-
-        Raises `Unauthorized` when the hook refuses (returns None or raises it), `TokenExpired`
-        when the principal's `expires_at` is already past, and `HookFailed` when the hook
-        raises anything else (logged with its traceback: a server error, not a refusal).
-        """
-        try:
-            principal = await call_hook(self.authenticate_hook, request)
-        except Unauthorized:
-            self.metrics.auth_failures += 1
-            raise
-        except Exception as exc:
-            self.metrics.errors += 1
-            extra = {"transport": request.transport, "token_source": request.token_source}
-            logger.exception("the authentication hook failed", extra=extra)
-            raise HookFailed("authentication failed: server error") from exc
-        if principal is None:
-            self.metrics.auth_failures += 1
-            raise Unauthorized("credentials rejected" if request.token else "no credentials")
-        if not isinstance(principal, Principal):
-            self.metrics.errors += 1
-            logger.error(
-                "the authentication hook must return a Principal or None, not %s",
-                type(principal).__name__,
-            )
-            raise HookFailed("authentication failed: server error")
-        if principal.expires_at is not None and principal.expires_at <= time.time():
-            self.metrics.auth_failures += 1
-            raise TokenExpired("the credential has expired")
-        return principal
-
-    async def admit(self, request: AuthRequest) -> Connection:
-        """Authenticate a connection attempt and register it (for transports).
-
-        Raises `Unauthorized` or `TokenExpired` (logged with where the token came from, never
-        the token), `HookFailed` when the hook raised (see `authenticate`) or `HubClosed` when
-        the hub does not accept connections (it is draining).
-        """
-        try:
-            principal = await self.authenticate(request)
-        except Unauthorized as exc:
-            extra = {"transport": request.transport, "token_source": request.token_source}
-            logger.info("connection refused: %s", exc, extra=extra)
-            raise
-        conn = self.connect(principal, request.transport)
-        logger.info(
-            "connection opened",
-            extra={"conn": conn.id, "user": conn.user, "transport": conn.transport},
-        )
-        return conn
-
-    def connect(self, principal: Principal, transport: str) -> Connection:
-        """Register a new connection for `principal` (not yet on any stream)."""
-        if not self._accepting:
-            raise HubClosed("the hub is not accepting connections")
-        conn_id = f"{self._id_prefix}-{next(self._ids)}"
-        conn = Connection(
-            conn_id, principal, transport, self.limits, self.clock(), self.metrics,
-            self._flusher.schedule, self._flusher.guard,
-        )  # fmt: skip
-        self._conns[conn_id] = conn
-        if principal.user is not None:
-            self._users.setdefault(principal.user, {})[conn] = None
-        return conn
-
-    async def open(self, conn: Connection, hello: Hello) -> None:
-        """Complete the handshake: `welcome`, then join the implicit streams and hello topics."""
-        conn.state = ConnectionState.OPEN
-        limits = self.limits
-        heartbeat_ms = int(limits.heartbeat_interval * 1000)
-        welcome = Welcome(PROTOCOL_VERSION, conn.id, conn.user, heartbeat_ms, limits.public())
-        conn.push(_control(welcome))
-        since = {name: cursor.position() for name, cursor in hello.since.items()}
-        await self._routes.join(conn, EVERYONE_STREAM, since.get(EVERYONE_STREAM), None)
-        if conn.user is not None:
-            user_stream = "user:" + conn.user
-            await self._routes.join(conn, user_stream, since.get(user_stream), None)
-        await self._subscribe_hello_topics(conn, hello.topics, since)
-
-    async def _subscribe_hello_topics(
-        self, conn: Connection, topics: list[str], since: dict[str, Position]
-    ) -> None:
-        """Subscribe a hello's topics, each answered, until the connection holds
-        `max_subscriptions` topics or as many were refused (invalid or forbidden); the topics
-        left after that get one `too_many_subscriptions` error, naming the first and the count.
-
-        So a hello of any size gets at most 2 * `max_subscriptions` + 1 topic answers and
-        calls the authorisation hook at most 2 * `max_subscriptions` times.
-        """
-        limit = self.limits.max_subscriptions
-        wanted = list(dict.fromkeys(topics))
-        refused = 0
-        for n, topic in enumerate(wanted):
-            if len(conn.topics) >= limit or refused >= limit:
-                left = len(wanted) - n
-                message = (
-                    f"at most {limit} subscriptions: {left} topic{'s' if left > 1 else ''}"
-                    f" from {topic!r} on not subscribed"
-                )
-                conn.push(_control(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, topic)))
-                return
-            if not await self.subscribe(conn, topic, since.get("topic:" + topic)):
-                refused += 1
-
-    async def subscribe(
-        self, conn: Connection, topic: str, since: Position | None = None, id: int | None = None
-    ) -> bool:
-        """Subscribe `conn` to `topic` if valid and authorised; answers the client either way."""
-        if not is_valid_topic(topic):
-            conn.push(_control(Error(ErrorCode.INVALID_TOPIC, "invalid topic name", topic, id)))
-            return False
-        if topic.startswith("user:"):
-            message = "personal streams are joined implicitly, by their user only"
-            conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, id)))
-            return False
-        if topic not in conn.topics and len(conn.topics) >= self.limits.max_subscriptions:
-            message = f"at most {self.limits.max_subscriptions} subscriptions"
-            conn.push(_control(Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, topic, id)))
-            return False
-        if not await self._authorized(conn.principal, topic):
-            message = f"not allowed to subscribe to {topic!r}"
-            conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, id)))
-            return False
-        conn.topics.add(topic)
-        await self._routes.join(conn, Topic(topic).stream, since, id)
-        return True
-
-    async def _authorized(self, principal: Principal, topic: str) -> bool:
-        try:
-            return await call_hook(self.authorize_hook, principal, topic) is True
-        except Exception:
-            self.metrics.errors += 1
-            logger.exception("the authorisation hook failed for topic %r", topic)
-            return False
-
-    def unsubscribe(self, conn: Connection, topic: str, id: int | None = None) -> None:
-        """Remove `conn` from `topic` (answered with `unsubscribed` even if it was not on it)."""
-        stream = "topic:" + topic
-        if topic in conn.topics:
-            conn.topics.discard(topic)
-            self._routes.leave(conn, stream)
-        conn.push(_control(Unsubscribed(stream, id)))
-
-    def unregister(self, conn: Connection) -> None:
-        """Forget a connection (its transport calls this when the connection has ended)."""
-        if self._conns.pop(conn.id, None) is None:
-            return
-        if not self._conns and self._drained is not None:
-            self._drained.set()
-        conn.state = ConnectionState.CLOSED
-        conn.detach()
-        metrics, outbox = self.metrics, conn.outbox
-        metrics.coalesced += outbox.merged
-        metrics.overflows += outbox.overflows
-        metrics.resyncs["overflow"] += outbox.overflow_resyncs
-        code = conn.close_code
-        metrics.closes[CloseCode(code).name.lower() if code in _CODES else "client"] += 1
-        for stream in list(conn.streams):
-            self._routes.leave(conn, stream)
-        if conn.user is not None:
-            tabs = self._users.get(conn.user)
-            if tabs is not None:
-                tabs.pop(conn, None)
-                if not tabs:
-                    del self._users[conn.user]
-        logger.info(
-            "connection closed",
-            extra={"conn": conn.id, "user": conn.user, "transport": conn.transport, "code": code},
-        )
-
     async def disconnect(
         self,
         *,
@@ -513,28 +314,13 @@ class Hub:
         stream = "user:" + user if user is not None else EVERYONE_STREAM
         await self._publisher.command(stream, Disconnect(connection, reason))
 
-    async def refresh(self, conn: Connection, principal: Principal) -> None:
-        """Adopt a refreshed credential: topics no longer authorised are left (`forbidden`)."""
-        conn.principal, conn.warned = principal, False
-        for topic in sorted(conn.topics):
-            if not await self._authorized(principal, topic):
-                self.unsubscribe(conn, topic)
-                message = f"no longer allowed to subscribe to {topic!r}"
-                conn.push(_control(Error(ErrorCode.FORBIDDEN, message, topic, None)))
-        expires_in = None
-        if principal.expires_at is not None:
-            expires_in = max(0, int((principal.expires_at - time.time()) * 1000))
-        conn.push(_control(Refreshed(expires_in)))
-
     def connections(self, user: str | None = None) -> list[Connection]:
-        """Every local connection, or those of one user."""
-        if user is None:
-            return list(self._conns.values())
-        return list(self._users.get(user, ()))
+        """Every local connection, or those of one user (`Connection.info()` for a snapshot)."""
+        return self.sessions.connections(user)
 
     def stats(self) -> HubStats:
         """The figures of this process: counters, gauges and the lag histogram."""
-        m, conns = self.metrics, list(self._conns.values())
+        m, conns = self.metrics, self.sessions.connections()
         by_transport: dict[str, int] = {}
         for conn in conns:
             by_transport[conn.transport] = by_transport.get(conn.transport, 0) + 1
@@ -545,7 +331,7 @@ class Hub:
         recoveries = dict(m.recoveries)
         return HubStats(
             connections=len(conns),
-            users=len(self._users),
+            users=self.sessions.users,
             streams=len(self._routes),
             publishes=m.publishes,
             deliveries=m.deliveries,
@@ -568,9 +354,6 @@ class Hub:
             lag_sum=m.lag.sum,
             lag_count=m.lag.count,
         )
-
-
-_CODES = frozenset(CloseCode)
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:

@@ -159,7 +159,8 @@ class Connection:
         return self.outbox.push(message)
 
     def hold(self, stream: str) -> None:
-        """Hold `stream`'s live messages aside while the stream is being joined."""
+        """Join `stream`, holding its live messages aside while the stream is being joined."""
+        self.streams.add(stream)
         if self.gates is None:
             self.gates = {}
         self.gates[stream] = []
@@ -181,6 +182,47 @@ class Connection:
         if live is None or live.epoch != epoch or live.offset < floor:
             gates[stream] = (epoch, floor)
         self.gates = gates or None
+
+    # -- state changes (every write of a connection's state is here) ------------------------
+
+    def opened(self) -> None:
+        """The handshake is accepted: `welcome` and the stream joins follow."""
+        self.state = ConnectionState.OPEN
+
+    def heard(self, now: float) -> None:
+        """A frame (or, over SSE, a completed write) came from the client: a sign of life."""
+        self.last_received = now
+
+    def pinged_at(self, now: float) -> None:
+        """The sweeper queued a `ping`."""
+        self.pinged = now
+
+    def warned_of_expiry(self) -> None:
+        """The sweeper queued `expiring`: once per credential."""
+        self.warned = True
+
+    def refreshed(self, principal: Principal) -> None:
+        """A new credential of the same user; `expiring` may come again for it."""
+        self.principal, self.warned = principal, False
+
+    def subscribed(self, topic: str) -> None:
+        self.topics.add(topic)
+
+    def unsubscribed(self, topic: str) -> bool:
+        """Forget `topic`; False when the connection was not on it."""
+        if topic not in self.topics:
+            return False
+        self.topics.discard(topic)
+        return True
+
+    def left(self, stream: str) -> None:
+        """The connection is no longer on `stream` (its live messages stop)."""
+        self.streams.discard(stream)
+
+    def closed(self) -> None:
+        """Its transport is done with it: nothing more is sent."""
+        self.state = ConnectionState.CLOSED
+        self.detach()
 
     def attach(self, sender: SendFrame, on_send_error: SendError | None = None) -> None:
         """Start sending with `sender` (the transport's), beginning with what is pending.

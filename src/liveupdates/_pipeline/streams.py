@@ -205,7 +205,6 @@ class Streams:
                 break  # (else every other join left meanwhile and the stream was dropped)
         conn.hold(stream)
         state.conns[conn] = None
-        conn.streams.add(stream)
         replay = await self.backplane.replay(stream, since)
         head = replay.head
         if state.head is None and state.pending is None:
@@ -235,7 +234,7 @@ class Streams:
         conn.release(stream, head.epoch, head.offset, state.head if state.pending is None else None)
 
     def leave(self, conn: Connection, stream: str) -> None:
-        conn.streams.discard(stream)
+        conn.left(stream)
         state = self._streams.get(stream)
         if state is None:
             return

@@ -64,14 +64,14 @@ def sweep_once(
                 and not conn.warned
                 and expires_at - wall <= limits.expiry_warning
             ):
-                conn.warned = True
+                conn.warned_of_expiry()
                 conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
             quiet = idle - conn.heartbeat_jitter  # (the jitter: up to a quarter of the interval)
             silent = now - max(conn.last_received, conn.pinged)
             if silent >= quiet + idle or (
                 now - conn.last_sent >= quiet and now - _last_event(conn, sent_at) >= quiet
             ):
-                conn.pinged = now
+                conn.pinged_at(now)
                 conn.push(_PING)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,12 +30,10 @@ import msgspec
 from ..auth import AuthRequest, call_hook
 from ..errors import BackplaneError
 from ..hub import Hub
+from ._asgi import JSON, Receive, Scope, Send, respond, route_path
 from ._origin import AllowedOrigins, OriginPolicy
 from ._refusals import RefusalLog
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Check = Callable[[AuthRequest], "bool | Awaitable[bool]"]
 
 logger = logging.getLogger("liveupdates")
@@ -67,10 +65,7 @@ class AdminEndpoint:
         if not allowed:
             await _respond(send, 403, {"error": "forbidden"})
             return
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted: the path still holds the mount point
-            path = path[len(root) :]
-        method, parts = scope["method"], [unquote(p) for p in path.split("/") if p]
+        method, parts = scope["method"], [unquote(p) for p in route_path(scope).split("/") if p]
         if method == "GET" and not parts:
             stats = dataclasses.asdict(self.hub.stats())
             connections = [dataclasses.asdict(c.info()) for c in self.hub.connections()]
@@ -93,7 +88,4 @@ class AdminEndpoint:
 
 
 async def _respond(send: Send, status: int, body: Any) -> None:
-    payload = _encode(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await respond(send, status, _encode(body), (JSON,))

@@ -16,25 +16,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
 
-from .._pipeline.connection import Connection, PeerGone
 from ..auth import AuthRequest
-from ..errors import BackplaneError, CloseCode, HookFailed, HubClosed, Unauthorized
-from ..hub import Hub, _control
+from ..errors import CloseCode, HookFailed, close_code_name
+from ..hub import Hub
 from ..protocol import Cursor, Error, Goodbye, Hello, Offset
+from ..session import Connection, PeerGone, control_message
+from ._asgi import (
+    SESSION_ERRORS,
+    TEXT,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    refusal,
+    respond,
+)
 from ._origin import AllowedOrigins, OriginPolicy
 from ._refusals import NOT_RUNNING, RefusalLog, hub_refusal
-
-Scope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
 
 logger = logging.getLogger("liveupdates")
 
@@ -45,7 +50,6 @@ _encoder: Final = msgspec.json.Encoder()
 # Close codes that end a stream without an `error` message: a client-side close, and a
 # shutdown (its `goodbye` says when to come back).
 _QUIET: Final = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY})
-_CODES: Final = frozenset(CloseCode)
 
 
 class _Head(msgspec.Struct):
@@ -68,7 +72,7 @@ class _Admitted(NamedTuple):
 
 
 class _BadRequest(Exception):
-    def __init__(self, code: CloseCode, message: str) -> None:
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -121,8 +125,7 @@ def sse_event(frame: str, event_id: str | None = None) -> bytes:
 
 
 def _error_frame(code: int, message: str) -> str:
-    name = CloseCode(code).name.lower() if code in _CODES else str(code)
-    return "[" + _control(Error(name, message[:120])).text + "]"
+    return "[" + control_message(Error(close_code_name(code), message[:120])).text + "]"
 
 
 class SSEEndpoint:
@@ -145,31 +148,31 @@ class SSEEndpoint:
                 await send({"type": "websocket.close", "code": 1008})
             return
         if scope.get("method", "GET") != "GET":
-            await _plain(send, 405, b"use GET\n", [(b"allow", b"GET")])
+            await respond(send, 405, b"use GET\n", (TEXT, (b"allow", b"GET")))
             return
         refused = self.origins.refused(scope)
         if refused is not None:
             self.refusals.origin(refused, scope, "sse")
-            await _plain(send, 403, b"origin not allowed\n")
+            await respond(send, 403, b"origin not allowed\n")
             return
-        refusal = hub_refusal(self.hub)
-        if refusal is not None:
-            if refusal == NOT_RUNNING:
+        refused_by = hub_refusal(self.hub)
+        if refused_by is not None:
+            if refused_by == NOT_RUNNING:
                 self.refusals.not_running("sse")
-            await _plain(send, 503, refusal.encode() + b"\n", self._retry_after())
+            await respond(send, 503, refused_by.encode() + b"\n", self._retry_after())
             return
         try:
             admission = await self._admit(scope)
         except HookFailed:  # logged by the hub: a server error, which the client retries
             body = b"authentication failed: try again later\n"
-            await _plain(send, 503, body, self._retry_after())
+            await respond(send, 503, body, self._retry_after())
             return
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
         ]
-        origin = _header(scope, b"origin")
+        origin = header(scope, b"origin")
         if origin is not None:
             headers += [
                 (b"access-control-allow-origin", origin),
@@ -180,7 +183,7 @@ class SSEEndpoint:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
         except BaseException:
             if isinstance(admission, _Admitted):
-                self.hub.unregister(admission.conn)
+                self.hub.sessions.unregister(admission.conn)
             raise
         try:
             code, reason = await self._session(admission, receive, send)
@@ -200,9 +203,9 @@ class SSEEndpoint:
                 await _body(send, sse_event(_error_frame(code, reason)))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def _retry_after(self) -> list[tuple[bytes, bytes]]:
-        """The header of a 503: come back within the hub's retry window."""
-        return [(b"retry-after", str(max(1, round(self.hub.limits.goodbye_retry))).encode())]
+    def _retry_after(self) -> Headers:
+        """The headers of a 503: come back within the hub's retry window."""
+        return (TEXT, (b"retry-after", str(max(1, round(self.hub.limits.goodbye_retry))).encode()))
 
     async def _admit(self, scope: Scope) -> _Admitted | _BadRequest:
         """Read the request and authenticate it, before the response starts (so that a hook
@@ -213,11 +216,11 @@ class SSEEndpoint:
         except _BadRequest as exc:
             return exc
         try:
-            conn = await hub.admit(AuthRequest.from_scope(scope, transport="sse"))
-        except Unauthorized as exc:  # 4401, or 4440 for an expired credential
-            return _BadRequest(exc.close_code, str(exc))
-        except HubClosed:
-            return _BadRequest(CloseCode.GOING_AWAY, "server shutting down")
+            conn = await hub.sessions.admit(AuthRequest.from_scope(scope, transport="sse"))
+        except HookFailed:
+            raise  # answered with 503 before the stream starts
+        except SESSION_ERRORS as exc:  # 4401, or 4440 for an expired credential; 1001
+            return _BadRequest(*refusal(exc))
         return _Admitted(conn, topics, since)
 
     async def _session(
@@ -226,7 +229,7 @@ class SSEEndpoint:
         hub = self.hub
         if isinstance(admission, _BadRequest):
             if admission.code == CloseCode.GOING_AWAY:
-                goodbye = _control(Goodbye(int(hub.limits.goodbye_retry * 1000))).frame
+                goodbye = control_message(Goodbye(int(hub.limits.goodbye_retry * 1000))).frame
                 await _body(send, sse_event(goodbye))
             return admission.code, str(admission)
         conn, topics, since = admission
@@ -248,19 +251,18 @@ class SSEEndpoint:
                 raise PeerGone from None
             # There is no way up, so a write that went through is the sign of life the hub's
             # dead-peer check wants (a dead peer shows as a failed write or `http.disconnect`).
-            conn.last_received = hub.clock()
+            conn.heard(hub.clock())
 
         try:
             with conn.scope:
-                await hub.open(conn, Hello(topics=topics, since=since))
+                await hub.sessions.open(conn, Hello(topics=topics, since=since))
                 conn.attach(send_frame)
                 await _until_disconnect(receive)
                 peer_gone = True
-        except BackplaneError as exc:
-            logger.warning("backplane unavailable during an SSE handshake: %s", exc)
-            return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
+        except SESSION_ERRORS as exc:  # 1013: the backplane is unavailable
+            return refusal(exc)
         finally:
-            hub.unregister(conn)
+            hub.sessions.unregister(conn)
         if peer_gone:
             raise PeerGone
         return conn.close_code, conn.close_reason
@@ -269,7 +271,7 @@ class SSEEndpoint:
 def _parse_request(scope: Scope, max_bytes: int) -> tuple[list[str], dict[str, Cursor]]:
     """The hello of an SSE request: its topics and cursors (the query's `since` wins)."""
     raw_query: bytes = scope.get("query_string", b"")
-    last_id = _header(scope, b"last-event-id") or b""
+    last_id = header(scope, b"last-event-id") or b""
     if len(raw_query) + len(last_id) > max_bytes:
         raise _BadRequest(CloseCode.FRAME_TOO_LARGE, f"request exceeds {max_bytes} bytes")
     topics: list[str] = []
@@ -297,24 +299,5 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes | None:
-    for name, value in scope.get("headers", ()):
-        if name == wanted:
-            return bytes(value)
-    return None
-
-
 async def _body(send: Send, data: bytes) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": True})
-
-
-async def _plain(
-    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

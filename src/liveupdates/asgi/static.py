@@ -11,14 +11,10 @@ relatively). Only the package's ``.js`` and ``.d.ts`` files are served; every ot
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from importlib.resources import files
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
+from ._asgi import TEXT, Receive, Scope, Send, header, respond, route_path
 
 _TYPES = (
     (".d.ts", b"application/typescript; charset=utf-8"),
@@ -69,11 +65,11 @@ class ClientFiles:
             return
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
-            await _respond(send, 405, [(b"allow", b"GET, HEAD")], b"method not allowed\n")
+            await respond(send, 405, b"method not allowed\n", (TEXT, (b"allow", b"GET, HEAD")))
             return
-        file = self.files.get(_route_path(scope).removeprefix("/"))
+        file = self.files.get(route_path(scope).removeprefix("/"))
         if file is None:
-            await _respond(send, 404, [], b"not found\n", head=method == "HEAD")
+            await respond(send, 404, b"not found\n", head=method == "HEAD")
             return
         headers = [
             (b"etag", file.etag),
@@ -86,43 +82,15 @@ class ClientFiles:
             await send({"type": "http.response.body", "body": b""})
             return
         headers.append((b"content-type", file.content_type))
-        await _respond(send, 200, headers, file.body, head=method == "HEAD", typed=True)
+        await respond(send, 200, file.body, headers, head=method == "HEAD")
 
 
 client_files = ClientFiles()
 """The browser client of this package, ready to mount."""
 
 
-def _route_path(scope: Scope) -> str:
-    """The path below the mount point (as Starlette's ``get_route_path``)."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        return path[len(root) :]
-    return path
-
-
 def _matches(scope: Scope, etag: bytes) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"if-none-match":
-            for candidate in bytes(value).split(b","):
-                candidate = candidate.strip().removeprefix(b"W/")
-                if candidate in (etag, b"*"):
-                    return True
+    for candidate in (header(scope, b"if-none-match") or b"").split(b","):
+        if candidate.strip().removeprefix(b"W/") in (etag, b"*"):
+            return True
     return False
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    *,
-    head: bool = False,
-    typed: bool = False,
-) -> None:
-    if not typed:
-        headers = [*headers, (b"content-type", b"text/plain; charset=utf-8")]
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -9,22 +9,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio
 
-from .._pipeline.connection import Connection, PeerGone, SendFrame
 from ..auth import AuthRequest
-from ..errors import (
-    BackplaneError,
-    CloseCode,
-    HookFailed,
-    HubClosed,
-    ProtocolError,
-    Unauthorized,
-)
-from ..hub import Hub, _control
+from ..errors import BackplaneError, CloseCode, ProtocolError
+from ..hub import Hub
 from ..protocol import (
     SUBPROTOCOL,
     Hello,
@@ -36,16 +28,13 @@ from ..protocol import (
     Unsubscribe,
     decode_client_frame,
 )
+from ..session import Connection, PeerGone, SendFrame, control_message
+from ._asgi import SESSION_ERRORS, TEXT, ASGIMessage, Receive, Scope, Send, refusal, respond
 from ._origin import AllowedOrigins, OriginPolicy
 from ._refusals import NOT_RUNNING, SHUTTING_DOWN, RefusalLog, hub_refusal
 
-Scope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
-
 logger = logging.getLogger("liveupdates")
-_PONG = _control(ServerPong())
+_PONG = control_message(ServerPong())
 
 
 def _payload(message: ASGIMessage) -> str | bytes:
@@ -109,7 +98,7 @@ class WebSocketEndpoint:
                 await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
     async def _session(self, scope: Scope, receive: Receive, send: Send) -> tuple[int | None, str]:
-        hub, limits = self.hub, self.hub.limits
+        sessions, limits = self.hub.sessions, self.hub.limits
         message: ASGIMessage | None = None
         with anyio.move_on_after(limits.hello_timeout):
             message = await receive()
@@ -124,11 +113,9 @@ class WebSocketEndpoint:
         if not isinstance(hello, Hello):
             return CloseCode.BAD_REQUEST, "the first frame must be hello"
         try:
-            conn = await hub.admit(AuthRequest.from_scope(scope, token=hello.token))
-        except (Unauthorized, HookFailed) as exc:  # 4401, 4440; 1011 when the hook raised
-            return exc.close_code, str(exc)
-        except HubClosed:
-            return CloseCode.GOING_AWAY, "server shutting down"
+            conn = await sessions.admit(AuthRequest.from_scope(scope, token=hello.token))
+        except SESSION_ERRORS as exc:  # 4401, 4440; 1011 when the hook raised; 1001
+            return refusal(exc)
         peer_gone = False
 
         def gone(exc: Exception) -> None:  # ASGI servers raise various errors once it is gone
@@ -138,27 +125,26 @@ class WebSocketEndpoint:
 
         try:
             with conn.scope:
-                await hub.open(conn, hello)
+                await sessions.open(conn, hello)
                 conn.attach(_frame_sender(send), gone)
                 peer_gone = await self._read_loop(conn, receive, scope)
-        except BackplaneError as exc:
-            logger.warning("backplane unavailable during a handshake: %s", exc)
-            return CloseCode.TRY_AGAIN_LATER, "backplane unavailable"
+        except BackplaneError as exc:  # 1013
+            return refusal(exc)
         finally:
-            hub.unregister(conn)
+            sessions.unregister(conn)
         if peer_gone:
             raise PeerGone
         return conn.close_code, conn.close_reason
 
     async def _read_loop(self, conn: Connection, receive: Receive, scope: Scope) -> bool:
         """Handle client frames until the peer leaves (True) or the connection is closed."""
-        hub, limits = self.hub, self.hub.limits
+        sessions, limits, clock = self.hub.sessions, self.hub.limits, self.hub.clock
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return True
-            now = hub.clock()
-            conn.last_received = now
+            now = clock()
+            conn.heard(now)
             if not conn.rate.allow(now):
                 logger.info("rate limit hit", extra={"conn": conn.id, "user": conn.user})
                 conn.close(CloseCode.RATE_LIMITED, "too many messages")
@@ -175,33 +161,21 @@ class WebSocketEndpoint:
                 case Subscribe(topic=topic, since=since, id=request_id):
                     position = since.position() if since is not None else None
                     try:
-                        await hub.subscribe(conn, topic, position, request_id)
+                        await sessions.subscribe(conn, topic, position, request_id)
                     except BackplaneError:
                         conn.close(CloseCode.TRY_AGAIN_LATER, "backplane unavailable")
                         return False
                 case Unsubscribe(topic=topic, id=request_id):
-                    hub.unsubscribe(conn, topic, request_id)
+                    sessions.unsubscribe(conn, topic, request_id)
                 case Ping():
                     conn.push(_PONG)
                 case Pong():
                     pass
                 case Refresh(token=token):
-                    await self._refresh(conn, scope, token)
+                    await sessions.refresh(conn, AuthRequest.from_scope(scope, token=token))
                 case Hello():
                     conn.close(CloseCode.BAD_REQUEST, "hello was already received")
                     return False
-
-    async def _refresh(self, conn: Connection, scope: Scope, token: str) -> None:
-        request = AuthRequest.from_scope(scope, token=token)
-        try:
-            principal = await self.hub.authenticate(request)
-        except (Unauthorized, HookFailed) as exc:  # 4401, 4440; 1011 when the hook raised
-            conn.close(exc.close_code, str(exc))
-            return
-        if principal.user != conn.user:
-            conn.close(CloseCode.UNAUTHORIZED, "a refreshed token must name the same user")
-            return
-        await self.hub.refresh(conn, principal)
 
 
 def _frame_sender(send: Send) -> SendFrame:
@@ -229,28 +203,10 @@ async def _shutting_down(scope: Scope, send: Send) -> None:
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = SHUTTING_DOWN.encode() + b"\n"
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
+    await respond(send, 503, SHUTTING_DOWN.encode() + b"\n", prefix="websocket.http")
 
 
 async def _http_upgrade_required(scope: Scope, send: Send) -> None:
-    if scope["type"] != "http":
-        return
-    body = b"this is a WebSocket endpoint\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 426,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"upgrade", b"websocket"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    if scope["type"] == "http":
+        body = b"this is a WebSocket endpoint\n"
+        await respond(send, 426, body, (TEXT, (b"upgrade", b"websocket")))
