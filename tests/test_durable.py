@@ -113,8 +113,7 @@ async def test_relay_wakes_on_notify_without_polling(outbox_db: OutboxDatabase) 
     relay = OutboxRelay(outbox_db.url, backplane, table=outbox_db.table, poll_interval=60)
     async with relay:
         with anyio.fail_after(10):
-            while not relay.stats().running or relay._store is None:
-                await anyio.sleep(0.01)  # the relay's first (empty) look at the table
+            await relay.wait_for(lambda s: s.cycles >= 1)  # its first (empty) look: it waits
             await anyio.to_thread.run_sync(
                 commit_event, outbox_db, Invalidate(["jobs"]), User("alice")
             )
@@ -133,8 +132,7 @@ async def test_errors_are_logged_counted_and_retried(
     relay = OutboxRelay(outbox_db.url, backplane, table=outbox_db.table, retry_max=0.2)
     with caplog.at_level(logging.WARNING, "liveupdates.durable"), anyio.fail_after(20):
         async with relay:
-            while relay.stats().errors < 2:
-                await anyio.sleep(0.01)
+            await relay.wait_for(lambda s: s.errors >= 2)
             assert relay.stats().last_error is not None
             assert outbox_db.table in relay.stats().last_error  # type: ignore[operator]
             conn.execute(f"ALTER TABLE {outbox_db.table}_away RENAME TO {outbox_db.table}")

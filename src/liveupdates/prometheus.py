@@ -90,7 +90,7 @@ class RelayCollector(Collector):
         self.relays = relays
 
     def collect(self) -> Iterator[Metric]:
-        families = [
+        families: list[CounterMetricFamily | GaugeMetricFamily] = [
             CounterMetricFamily(
                 "liveupdates_outbox_published", "Outbox rows published", labels=["table"]
             ),

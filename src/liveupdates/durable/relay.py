@@ -40,6 +40,7 @@ class RelayStats:
     """A snapshot of a relay's figures (this relay only; `pending` and `lag` are the table's)."""
 
     running: bool
+    cycles: int  # looks at the table (claims, empty or not)
     published: int  # rows published (a row published again after a crash counts again)
     batches: int  # claims that published at least one row
     errors: int  # failed cycles (database or backplane), each logged and retried
@@ -89,7 +90,8 @@ class OutboxRelay:
         self._running = False
         self._stopping = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._published = self._batches = self._errors = self._pending = 0
+        self._cycles = self._published = self._batches = self._errors = self._pending = 0
+        self._changed: anyio.Event | None = None
         self._lag = 0.0
         self._last_error: str | None = None
         self._checked = -math.inf
@@ -98,9 +100,22 @@ class OutboxRelay:
 
     def stats(self) -> RelayStats:
         return RelayStats(
-            self._running, self._published, self._batches, self._errors, self._pending,
-            self._lag, self._last_error,
+            self._running, self._cycles, self._published, self._batches, self._errors,
+            self._pending, self._lag, self._last_error,
         )  # fmt: skip
+
+    async def wait_for(self, predicate: Callable[[RelayStats], bool]) -> None:
+        """Wait until `predicate(self.stats())` holds, checked after each cycle and error.
+        Bound the wait with ``anyio.fail_after``."""
+        while not predicate(self.stats()):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     # -- running --------------------------------------------------------------------------
 
@@ -146,6 +161,7 @@ class OutboxRelay:
                 await self._wait(_CONTENDED if published or held else self.poll_interval)
         finally:
             self._running = False
+            self._wake()
             with anyio.CancelScope(shield=True):
                 await self._close_store()
 
@@ -182,6 +198,8 @@ class OutboxRelay:
             self._published += len(published)
             self._batches += 1 if published else 0
         await self._check_backlog(store, idle=not claim.rows)
+        self._cycles += 1
+        self._wake()
         return len(published), claim.held
 
     async def _check_backlog(self, store: Store, *, idle: bool) -> None:
@@ -230,6 +248,7 @@ class OutboxRelay:
     def _failed(self, exc: Exception, delay: float) -> None:
         self._errors += 1
         self._last_error = f"{type(exc).__name__}: {exc}".strip()
+        self._wake()
         logger.warning(
             "outbox relay (%s): %s; retrying in %.1f s", self.table, self._last_error, delay
         )
