@@ -167,3 +167,29 @@ async def test_backlog_figures_and_prometheus(outbox_db: OutboxDatabase) -> None
     assert f'liveupdates_outbox_errors_total{{table="{outbox_db.table}"}} 0.0' in text
     assert f'liveupdates_outbox_lag_seconds{{table="{outbox_db.table}"}} 0.0' in text
     await relay._close_store()
+
+
+async def test_relay_survives_losing_its_listen_connection(outbox_db: OutboxDatabase) -> None:
+    """PostgreSQL closes the relay's LISTEN connection (a restart, a proxy timeout): the relay
+    opens its connections again and still wakes on the next commit."""
+    if outbox_db.kind != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    backplane, recorder = await recording()
+    relay = OutboxRelay(outbox_db.url, backplane, table=outbox_db.table, poll_interval=60)
+    async with relay:
+        with anyio.fail_after(15):
+            await relay.wait_for(lambda s: s.cycles >= 1)
+            conn = outbox_db.connect()  # this test's own database only
+            (killed,) = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = %s",
+                (f'LISTEN "{outbox_db.table}"',),
+            ).fetchone()
+            conn.close()
+            assert killed == 1
+            await relay.wait_for(lambda s: s.cycles >= 2)  # woken, reopened, looked again
+            await anyio.to_thread.run_sync(
+                commit_event, outbox_db, Invalidate(["jobs"]), User("alice")
+            )
+            await recorder.wait_for(lambda: len(recorder.of("user:alice")) == 1)
+    assert relay.stats().errors == 0

@@ -222,7 +222,11 @@ class OutboxRelay:
             with anyio.move_on_after(seconds):
                 if fileno is not None and store is not None:
                     await anyio.wait_readable(fileno)
-                    store.drain_notifications()
+                    try:
+                        store.drain_notifications()
+                    except Exception:  # the listening connection is gone: reopen both
+                        logger.debug("outbox relay: lost its LISTEN connection", exc_info=True)
+                        await self._close_store()
                 else:
                     await anyio.sleep(seconds)
             tg.cancel_scope.cancel()
