@@ -12,6 +12,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from durable_db import OutboxDatabase, PostgresDatabase, postgres_available
 from playwright.sync_api import Browser, Playwright, sync_playwright
 from processes import AppProcesses, running, stop_all
 from redis_server import REDIS_SERVER, RedisServer, redis_server_available
@@ -127,3 +128,28 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     )
     yield browser
     browser.close()
+
+
+# Databases for durable publishing (tests/durable_db.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    """A database of this session's own on the local PostgreSQL, dropped at the end."""
+    if not postgres_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    database = PostgresDatabase()
+    database.create()
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def outbox_db(request: pytest.FixtureRequest, tmp_path: Path) -> OutboxDatabase:
+    """An outbox table of this test's own, in an SQLite file or in `postgres_database`."""
+    postgres = None
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres_database")
+    return OutboxDatabase(request.param, postgres=postgres, directory=tmp_path)

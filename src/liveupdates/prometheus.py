@@ -11,7 +11,7 @@ publish path never calls into prometheus-client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, make_asgi_app
@@ -24,9 +24,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from .durable import OutboxRelay
     from .hub import Hub
 
-__all__ = ("HubCollector", "metrics_app")
+__all__ = ("HubCollector", "RelayCollector", "metrics_app")
 
 
 class HubCollector(Collector):
@@ -82,8 +83,41 @@ def _bound(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def metrics_app(hub: Hub) -> Any:
-    """An ASGI app serving `hub`'s metrics in the Prometheus text format."""
+class RelayCollector(Collector):
+    """Exposes outbox relays' `RelayStats` as ``liveupdates_outbox_*`` metrics (label: table)."""
+
+    def __init__(self, *relays: OutboxRelay) -> None:
+        self.relays = relays
+
+    def collect(self) -> Iterator[Metric]:
+        families: list[CounterMetricFamily | GaugeMetricFamily] = [
+            CounterMetricFamily(
+                "liveupdates_outbox_published", "Outbox rows published", labels=["table"]
+            ),
+            CounterMetricFamily(
+                "liveupdates_outbox_errors", "Failed relay cycles (retried)", labels=["table"]
+            ),
+            GaugeMetricFamily(
+                "liveupdates_outbox_pending", "Rows in the outbox table", labels=["table"]
+            ),
+            GaugeMetricFamily(
+                "liveupdates_outbox_lag_seconds", "Age of the oldest outbox row", labels=["table"]
+            ),
+        ]
+        for relay in self.relays:
+            s = relay.stats()
+            for family, value in zip(
+                families, (s.published, s.errors, s.pending, s.lag), strict=True
+            ):
+                family.add_metric([relay.table], value)
+        yield from families
+
+
+def metrics_app(hub: Hub, *, relays: Iterable[OutboxRelay] = ()) -> Any:
+    """An ASGI app serving `hub`'s metrics (and those of `relays`, the outbox relays running
+    in this process) in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(hub))
+    if relays := tuple(relays):
+        registry.register(RelayCollector(*relays))
     return make_asgi_app(registry)
