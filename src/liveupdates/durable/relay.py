@@ -25,9 +25,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._pipeline.publisher import Publisher
 from ..backplanes import Backplane, backplane_from_url
 from ..positions import Publication
-from ..publisher import Publisher
 from .schema import DEFAULT_TABLE, checked_table
 from .store import Store, connector, open_store
 

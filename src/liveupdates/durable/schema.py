@@ -1,6 +1,6 @@
 """The outbox table: its DDL on PostgreSQL and SQLite, its one INSERT, and its row format.
 
-A row is what `liveupdates.publisher.prepare` produced for one stream: the stream's name, the
+A row is what the publish side (`prepare`) produced for one stream: the stream's name, the
 event's encoded body and its slot. The relay publishes those bytes as they are, so it needs
 neither the application's event classes nor its encoders. An event for several targets is one
 row per stream, written in the same transaction.
@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from .._pipeline.publisher import prepare
 from ..events import Event
-from ..publisher import prepare
 from ..targets import Target
 
 DEFAULT_TABLE = "liveupdates_outbox"
