@@ -28,7 +28,8 @@ import time
 import anyio
 import psycopg
 
-from liveupdates import Invalidate, Publication, User, backplane_from_url
+from liveupdates import Invalidate, User
+from liveupdates.backplanes import Publication, backplane_from_url
 from liveupdates.durable import create_outbox_table, write_event
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -14,7 +14,8 @@ import anyio
 import pytest
 from durable_db import OutboxDatabase
 
-from liveupdates import Invalidate, MemoryBackplane, Set, Topic, User
+from liveupdates import Invalidate, Set, Topic, User
+from liveupdates.backplanes import MemoryBackplane
 from liveupdates.durable import OutboxRelay, write_event
 from liveupdates.testing.backplane import RecordingReceiver
 

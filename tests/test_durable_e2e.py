@@ -22,7 +22,8 @@ from processes import AppProcesses
 from redis_server import RedisServer
 from support import ws_client
 
-from liveupdates import Invalidate, Topic, backplane_from_url
+from liveupdates import Invalidate, Topic
+from liveupdates.backplanes import backplane_from_url
 from liveupdates.durable import OutboxRelay, write_event
 from liveupdates.testing.backplane import RecordingReceiver
 

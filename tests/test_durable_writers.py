@@ -20,7 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-from liveupdates import Invalidate, MemoryBackplane, User
+from liveupdates import Invalidate, User
+from liveupdates.backplanes import MemoryBackplane
 from liveupdates.durable import DEFAULT_TABLE, OutboxRelay, create_outbox_table
 from liveupdates.durable import sqlalchemy as lu_sqlalchemy
 from liveupdates.testing.backplane import RecordingReceiver

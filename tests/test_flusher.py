@@ -22,10 +22,10 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from liveupdates import Event, Everyone, Hub, Limits, Principal, Topic
-from liveupdates._pipeline.connection import PeerGone
 from liveupdates._pipeline.outbox import Outbox, control_message
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.backplanes.memory import MemoryBackplane
+from liveupdates.errors import PeerGone
 from liveupdates.flusher import QUIET_SLICE
 from liveupdates.positions import Publication
 from liveupdates.protocol import Hello, ServerPong

@@ -10,8 +10,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from liveupdates import BackplaneUnavailable, Event, Hub, MemoryBackplane, Position, Topic
+from liveupdates import BackplaneUnavailable, Event, Hub, Topic
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.backplanes import MemoryBackplane, Position
 from liveupdates.positions import Publication, Replay
 from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liveupdates import FrameTooLarge, ProtocolError
+from liveupdates.errors import FrameTooLarge, ProtocolError
 from liveupdates.protocol import Hello, Subscribe, decode_client_frame
 
 json_values = st.recursive(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from liveupdates import BackplaneUnavailable, Invalidate, MemoryBackplane, Topic
-from liveupdates._pipeline.control import CONTROL_SLOT, Resync, decode_control
+from liveupdates import BackplaneUnavailable, Invalidate, Topic
+from liveupdates._pipeline.control import CONTROL_SLOT, ResyncStream, decode_control
 from liveupdates._pipeline.publisher import Publisher, prepare
+from liveupdates.backplanes import MemoryBackplane
 from liveupdates.positions import Publication
 from liveupdates.testing import RecordingReceiver
 
@@ -44,7 +45,7 @@ async def test_a_failed_publish_is_announced_before_the_next_publish() -> None:
         ("topic:c", "inv"),
     ]
     assert all(
-        isinstance(decode_control(p.body), Resync)
+        isinstance(decode_control(p.body), ResyncStream)
         for p in receiver.publications
         if p.slot == CONTROL_SLOT
     )

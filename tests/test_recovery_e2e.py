@@ -10,8 +10,9 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from support import Client, UvicornThread, token_auth, ws_client
 
-from liveupdates import Hub, Invalidate, MemoryBackplane, Set, Topic
+from liveupdates import Hub, Invalidate, Set, Topic
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.backplanes import MemoryBackplane
 
 pytestmark = pytest.mark.anyio
 

@@ -31,13 +31,13 @@ from liveupdates import (
     Hub,
     Invalidate,
     Limits,
-    MemoryBackplane,
     Principal,
     Set,
     Topic,
     User,
 )
 from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.backplanes import MemoryBackplane
 from liveupdates.positions import Publication
 from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
 

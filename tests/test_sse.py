@@ -20,21 +20,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from support import UvicornThread, token_auth, ws_client
 
-from liveupdates import (
-    CloseCode,
-    Everyone,
-    Hub,
-    HubStats,
-    Invalidate,
-    Limits,
-    MemoryBackplane,
-    Principal,
-    Set,
-    Topic,
-    User,
-)
+from liveupdates import Everyone, Hub, HubStats, Invalidate, Limits, Principal, Set, Topic, User
 from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint
 from liveupdates.asgi.sse import sse_event
+from liveupdates.backplanes import MemoryBackplane
+from liveupdates.errors import CloseCode
 
 pytestmark = pytest.mark.anyio
 

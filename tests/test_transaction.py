@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from liveupdates import Hub, Invalidate, User
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.auth import AuthRequest, Principal
+from liveupdates.errors import TransactionClosed
 from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
-from liveupdates.transaction import TransactionClosed
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,9 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from liveupdates import Backplane, BackplaneError, Hub
+from liveupdates import BackplaneError, Hub
 from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint, client_files
+from liveupdates.backplanes import Backplane
 
 from . import db, live
 from .api import Api, json

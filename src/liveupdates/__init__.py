@@ -2,27 +2,25 @@
 
 The server says "the data under query key ``["jobs"]`` changed" (or "job 7 is at 45 %") and
 every browser that shows it refetches or patches its cache at once.
+
+This module holds what an application uses. The other public tiers:
+
+- `liveupdates.errors`: every exception, the close codes and error codes;
+- `liveupdates.asgi`: the WebSocket, SSE, admin and client-files endpoints;
+- `liveupdates.backplanes`: the backplane contract and its positions, for backplane authors;
+- `liveupdates.session`: the session layer and `Connection`, for transport authors;
+- `liveupdates.testing`: the backplane conformance kit and an in-process WebSocket client;
+- `liveupdates.durable`: publishing through a transactional outbox.
 """
 
 from __future__ import annotations
 
-from ._pipeline.connection import Connection as Connection
-from ._pipeline.connection import ConnectionState as ConnectionState
 from .auth import AuthRequest as AuthRequest
 from .auth import Principal as Principal
-from .backplanes import Backplane as Backplane
-from .backplanes import MemoryBackplane as MemoryBackplane
-from .backplanes import backplane_from_url as backplane_from_url
 from .errors import BackplaneError as BackplaneError
 from .errors import BackplaneUnavailable as BackplaneUnavailable
-from .errors import CloseCode as CloseCode
-from .errors import ErrorCode as ErrorCode
-from .errors import FrameTooLarge as FrameTooLarge
-from .errors import HookFailed as HookFailed
 from .errors import HubClosed as HubClosed
 from .errors import LiveUpdatesError as LiveUpdatesError
-from .errors import ProtocolError as ProtocolError
-from .errors import TokenExpired as TokenExpired
 from .errors import Unauthorized as Unauthorized
 from .events import Event as Event
 from .events import Invalidate as Invalidate
@@ -30,54 +28,33 @@ from .events import Set as Set
 from .hub import Hub as Hub
 from .limits import Limits as Limits
 from .metrics import HubStats as HubStats
-from .metrics import Metrics as Metrics
-from .positions import Position as Position
-from .positions import Publication as Publication
-from .positions import Replay as Replay
 from .targets import Everyone as Everyone
 from .targets import Target as Target
 from .targets import Topic as Topic
 from .targets import User as User
 from .throttle import ThrottleRule as ThrottleRule
 from .transaction import Transaction as Transaction
-from .transaction import TransactionClosed as TransactionClosed
 
 __version__ = "0.1.0.dev0"
 
 __all__ = (
     "AuthRequest",
-    "Backplane",
     "BackplaneError",
     "BackplaneUnavailable",
-    "CloseCode",
-    "Connection",
-    "ConnectionState",
-    "ErrorCode",
     "Event",
     "Everyone",
-    "FrameTooLarge",
-    "HookFailed",
     "Hub",
     "HubClosed",
     "HubStats",
     "Invalidate",
     "Limits",
     "LiveUpdatesError",
-    "MemoryBackplane",
-    "Metrics",
-    "Position",
     "Principal",
-    "ProtocolError",
-    "Publication",
-    "Replay",
     "Set",
     "Target",
     "ThrottleRule",
-    "TokenExpired",
     "Topic",
     "Transaction",
-    "TransactionClosed",
     "Unauthorized",
     "User",
-    "backplane_from_url",
 )

@@ -10,7 +10,10 @@ Exception tree::
     ├── HookFailed             an application hook raised: a server error (close 1011)
     ├── BackplaneError         the backplane cannot publish or read history
     │   └── BackplaneUnavailable  the backplane is not connected (for example Redis is down)
-    └── HubClosed              the hub is not running (not started, or shut down)
+    ├── HubClosed              the hub is not running (not started, or shut down)
+    └── TransactionClosed      the transaction was already committed or rolled back
+
+    PeerGone                   (internal) a transport's send found its peer gone
 
 Third-party errors (redis-py, the ASGI server) are mapped to these at the boundary.
 """
@@ -106,3 +109,13 @@ class BackplaneUnavailable(BackplaneError):
 
 class HubClosed(LiveUpdatesError):
     """The hub is not running."""
+
+
+class TransactionClosed(LiveUpdatesError):
+    """The transaction was already committed or rolled back."""
+
+
+class PeerGone(Exception):
+    """Raised by a transport's frame sender once its peer is gone (it ends the session).
+
+    Not a `LiveUpdatesError`: it never reaches an application."""

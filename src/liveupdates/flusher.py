@@ -34,9 +34,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._pipeline.connection import Connection, PeerGone, SendFrame
+from ._pipeline.connection import Connection, SendFrame
 from ._pipeline.outbox import Message, OrderGuard
-from .errors import CloseCode
+from .errors import CloseCode, PeerGone
 from .metrics import Metrics
 
 logger = logging.getLogger("liveupdates")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._pipeline.connection import Connection, ConnectionState, PeerGone, SendFrame
+from ._pipeline.connection import Connection, ConnectionState, SendFrame
 from ._pipeline.outbox import control_message
 from ._pipeline.streams import Streams
 from .auth import Authenticate, Authorize, AuthRequest, Principal, call_hook
@@ -29,6 +29,7 @@ from .errors import (
     ErrorCode,
     HookFailed,
     HubClosed,
+    PeerGone,
     TokenExpired,
     Unauthorized,
     close_code_name,

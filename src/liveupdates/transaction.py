@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from ._pipeline.publisher import Prepared, prepare
-from .errors import BackplaneError, HubClosed, LiveUpdatesError
+from .errors import BackplaneError, HubClosed, TransactionClosed
 from .events import Event
 from .targets import Target
 
@@ -28,10 +28,6 @@ PublishAll = Callable[[list[Prepared]], Awaitable[None]]
 CallSoon = Callable[[Callable[[], Awaitable[Any]]], None]
 
 logger = logging.getLogger("liveupdates")
-
-
-class TransactionClosed(LiveUpdatesError):
-    """The transaction was already committed or rolled back."""
 
 
 class Transaction:

@@ -14,9 +14,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from liveupdates import CloseCode, Hub, Invalidate, Principal, Topic
+from liveupdates import Hub, Invalidate, Principal, Topic
 from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint, client_files
 from liveupdates.auth import AuthRequest
+from liveupdates.errors import CloseCode
 
 PAGE = """<!doctype html>
 <meta charset="utf-8">

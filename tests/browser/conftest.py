@@ -9,7 +9,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext
 from support import UvicornThread
 
-from liveupdates import Hub, Limits, MemoryBackplane
+from liveupdates import Hub, Limits
+from liveupdates.backplanes import MemoryBackplane
 
 from .app import auth, create_app
 

@@ -15,7 +15,8 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 from support import UvicornThread
 
-from liveupdates import Hub, Invalidate, MemoryBackplane, Topic
+from liveupdates import Hub, Invalidate, Topic
+from liveupdates.backplanes import MemoryBackplane
 
 from .conftest import start_server, stop_server
 

@@ -20,7 +20,7 @@ from examples.jobs_dashboard import db
 from examples.jobs_dashboard.app import UNAVAILABLE, create_app
 from examples.jobs_dashboard.auth import COOKIE, Sessions
 from examples.jobs_dashboard.settings import Settings
-from liveupdates import MemoryBackplane, Publication
+from liveupdates.backplanes import MemoryBackplane, Publication
 from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
 
 from .helpers import SECRET, http_client, services, signed_in

@@ -32,10 +32,6 @@ SendFrame = Callable[[str], Coroutine[Any, Any, None]]
 SendError = Callable[[Exception], None]
 
 
-class PeerGone(Exception):
-    """Raised by a transport's frame sender once its peer is gone (it ends the session)."""
-
-
 class _Cancellable(Protocol):
     def cancel(self) -> object: ...
 

@@ -3,7 +3,7 @@
 - `Disconnect`: `Hub.disconnect(user=...)` publishes it on the user's stream; every process
   closes that user's connections. It only affects connections opened before it was published:
   replaying an old one after a backplane gap does not close a user who has logged in since.
-- `Resync`: a publish failed (the backplane was down) after the application had committed its
+- `ResyncStream`: a publish failed (the backplane was down) after the application committed its
   change; once the backplane is back, the hub that failed publishes this on the stream, and
   every process sends its connections of that stream a `resync`. So no change goes unannounced.
 
@@ -27,13 +27,13 @@ class Disconnect(msgspec.Struct, tag="lu.disconnect", tag_field="type", frozen=T
     reason: str = "disconnected by the application"
 
 
-class Resync(msgspec.Struct, tag="lu.resync", tag_field="type", frozen=True):
+class ResyncStream(msgspec.Struct, tag="lu.resync", tag_field="type", frozen=True):
     """Every connection of the stream must refetch what it covers."""
 
     reason: str = "backplane"
 
 
-Command = Disconnect | Resync
+Command = Disconnect | ResyncStream
 _decoder: Final = msgspec.json.Decoder(Command)
 _encoder: Final = msgspec.json.Encoder()
 

@@ -3,7 +3,7 @@
 An event is encoded once (`prepare`: its body, its outbox slot and its target streams), then
 appended to each stream through the backplane (`Publisher.publish_stream`). When the backplane
 refuses, the caller gets `BackplaneError` and the stream is marked *unannounced*: the change
-the application committed was never sent. `Publisher.announce` then publishes a `Resync`
+the application committed was never sent. `Publisher.announce` then publishes a `ResyncStream`
 command on each such stream once the backplane takes publications again (the hub calls it when
 its backplane resets; any publisher tries before its next publish), so every client of the
 stream refetches: at once if it is connected, or when it resumes across the announcement.
@@ -22,7 +22,7 @@ from ..errors import BackplaneError
 from ..events import Event, encode_event, event_slot
 from ..positions import Publication
 from ..targets import Target, streams_of
-from .control import CONTROL_SLOT, Command, Resync, encode_control
+from .control import CONTROL_SLOT, Command, ResyncStream, encode_control
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Publisher:
         self._announcing = True
         try:
             for stream in sorted(self.unannounced):
-                await self.command(stream, Resync())
+                await self.command(stream, ResyncStream())
                 self.unannounced.discard(stream)
         finally:
             self._announcing = False

@@ -20,7 +20,7 @@ from ..metrics import Metrics
 from ..positions import Position, Publication
 from ..protocol import Outcome, Subscribed
 from .connection import Connection
-from .control import CONTROL_SLOT, Resync, decode_control
+from .control import CONTROL_SLOT, ResyncStream, decode_control
 from .outbox import Message, control_message, event_message, position_prefix
 
 logger = logging.getLogger("liveupdates")
@@ -124,7 +124,7 @@ class Streams:
 
     def _apply_control(self, state: _Stream, publication: Publication) -> None:
         command = decode_control(publication.body)
-        if isinstance(command, Resync):
+        if isinstance(command, ResyncStream):
             for conn in state.conns:
                 conn.outbox.resync(publication.stream, publication.epoch, publication.offset,
                                    command.reason)  # fmt: skip
@@ -252,7 +252,7 @@ class Streams:
 
 
 def _announced_resync(publications: list[Publication]) -> str | None:
-    """The reason of the last `Resync` command among replayed publications, if any.
+    """The reason of the last `ResyncStream` command among replayed publications, if any.
 
     A hub whose publish failed announces it on the stream once the backplane is back: the
     announcement is part of the stream's history, so a replay across it must resync.
@@ -261,7 +261,7 @@ def _announced_resync(publications: list[Publication]) -> str | None:
     for publication in publications:
         if publication.slot == CONTROL_SLOT:
             command = decode_control(publication.body)
-            if isinstance(command, Resync):
+            if isinstance(command, ResyncStream):
                 reason = command.reason
     return reason
 

@@ -1,13 +1,27 @@
-"""Backplanes: chosen by URL (``memory://``, ``redis://``), imported lazily."""
+"""Backplanes: chosen by URL (``memory://``, ``redis://``), imported lazily.
+
+The tier for backplane authors: the contract (`Backplane`, `Receiver`), what a backplane
+carries (`Publication`, its `Position`, a `Replay` of history) and the in-memory backplane.
+`liveupdates.testing` holds the conformance kit every backplane passes.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
+from ..positions import Position, Publication, Replay
 from .base import Backplane, Receiver
 from .memory import MemoryBackplane
 
-__all__ = ("Backplane", "MemoryBackplane", "Receiver", "backplane_from_url")
+__all__ = (
+    "Backplane",
+    "MemoryBackplane",
+    "Position",
+    "Publication",
+    "Receiver",
+    "Replay",
+    "backplane_from_url",
+)
 
 
 def backplane_from_url(url: str) -> Backplane:
