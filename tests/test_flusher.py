@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 from starlette.applications import Starlette
@@ -22,15 +23,26 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from liveupdates import Event, Everyone, Hub, Limits, Principal, Topic
+from liveupdates._pipeline.flusher import QUIET, QUIET_SLICE
 from liveupdates._pipeline.outbox import Outbox, control_message
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.backplanes.memory import MemoryBackplane
 from liveupdates.errors import PeerGone
-from liveupdates.flusher import QUIET_SLICE
 from liveupdates.positions import Publication
 from liveupdates.protocol import Hello, ServerPong
 
 pytestmark = pytest.mark.anyio
+SEND = 0.0002  # what a real send costs (on the hub's clock, which the tests advance)
+
+
+class Clock:
+    """The hub's clock (`Hub(clock=...)`): `now`, in seconds, which the test advances."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class Chunk(Event, tag="chunk"):
@@ -56,7 +68,7 @@ async def _tasks() -> int:
 async def _publish(hub: Hub, count: int, size: int) -> None:
     for n in range(count):
         await hub.publish(Chunk(n, "x" * size), to=Everyone)
-        await asyncio.sleep(0)  # as from separate requests: each event is flushed on its own
+        await anyio.lowlevel.checkpoint()  # as from separate requests: each flushed on its own
 
 
 async def test_a_connection_costs_one_task_idle_or_busy(server: UvicornThread) -> None:
@@ -76,8 +88,8 @@ async def test_a_connection_costs_one_task_idle_or_busy(server: UvicornThread) -
 class StuckClient:
     """A WebSocket client that reads nothing until asked to: the server's socket fills up."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
         self.protocol = ClientProtocol(parse_uri("ws://127.0.0.1/live"), max_size=None)
 
     @classmethod
@@ -85,19 +97,23 @@ class StuckClient:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)  # no autotuning to 32 MB
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        client = cls(*await asyncio.open_connection(sock=sock))
+        if sock.connect_ex(("127.0.0.1", port)) not in (0, errno.EINPROGRESS):
+            raise ConnectionError("cannot connect")
+        await anyio.wait_writable(sock)
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            raise ConnectionError("cannot connect")
+        client = cls(await anyio.abc.SocketStream.from_socket(sock))
         client.protocol.send_request(client.protocol.connect())
-        client._flush()
+        await client._flush()
         while client.protocol.state is not State.OPEN:
-            client.protocol.receive_data(await client.reader.read(1 << 16))
+            client.protocol.receive_data(await client.stream.receive(1 << 16))
         client.protocol.send_text(b'{"type":"hello"}')
-        client._flush()
+        await client._flush()
         return client
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         for data in self.protocol.data_to_send():
-            self.writer.write(data)
+            await self.stream.send(data)
 
     async def messages(self) -> list[dict[str, Any]]:
         """The messages of the next frames that arrive (reading the socket again)."""
@@ -105,18 +121,16 @@ class StuckClient:
             frames = [e for e in self.protocol.events_received() if isinstance(e, Frame)]
             if frames:
                 return [m for frame in frames for m in json.loads(bytes(frame.data))]
-            self.protocol.receive_data(await self.reader.read(1 << 16))
-            self._flush()
+            self.protocol.receive_data(await self.stream.receive(1 << 16))
+            await self._flush()
 
-    def close(self) -> None:
-        self.writer.close()
+    async def close(self) -> None:
+        await self.stream.aclose()
 
 
 async def test_a_client_that_stops_reading_delays_nobody_and_loses_nothing(
-    server: UvicornThread, anyio_backend: str
+    server: UvicornThread,
 ) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("the stuck client is an asyncio stream")
     hub: Hub = server.hub  # type: ignore[attr-defined]
     count, size = 400, 50_000  # 20 MB: far more than the socket buffers hold
     stuck = await StuckClient.open(server.port)
@@ -142,21 +156,20 @@ async def test_a_client_that_stops_reading_delays_nobody_and_loses_nothing(
                 got += [m["n"] for m in await stuck.messages() if m["type"] == "chunk"]
         assert got == list(range(count))  # in order, once, when it reads again
     finally:
-        stuck.close()
+        await stuck.close()
 
 
 async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("on trio every send runs in a task of its own")
-    async with Hub() as hub:
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
         sent: list[str] = []
+        tasks: set[int] = set()
         all_sent = anyio.Event()
 
         async def costly_send(frame: str) -> None:
-            busy_until = time.perf_counter() + 0.0002  # the CPU a real send costs
-            while time.perf_counter() < busy_until:
-                pass
+            clock.now += SEND
             sent.append(frame)
+            tasks.add(anyio.get_current_task().id)
             if len(sent) == 100:
                 all_sent.set()
 
@@ -166,14 +179,20 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
             conn.attach(costly_send)
         with anyio.fail_after(5):
             await all_sent.wait()  # the welcomes
+        clock.now += QUIET  # the process has been quiet for a while
         sent.clear()
+        tasks.clear()
         seen: set[int] = set()
         await hub.publish(Chunk(1, ""), to=Everyone)  # a pass of 20 ms
         with anyio.fail_after(5):
             while len(sent) < 100:
                 seen.add(len(sent))
                 await anyio.lowlevel.checkpoint()
-        assert seen - {0, 100}, "nothing else ran while the flusher sent to 100 connections"
+        if anyio_backend == "asyncio":  # the sends run in the flusher, 2 ms at a time
+            assert seen - {0, 100}, "nothing else ran while the flusher sent to 100 connections"
+            assert len(tasks) == 2  # the publisher's (its first slice), then the flusher's
+        else:  # trio: every send runs in a task of its own, which the scheduler interleaves
+            assert len(tasks) == 100  # with the rest of the process (none is the flusher's)
         for conn in hub.connections():
             hub.sessions.unregister(conn)  # as their transport would once they end
 
@@ -181,22 +200,24 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
 async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
     anyio_backend: str,
 ) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("on trio every send runs in a task of its own")
     frames: list[list[dict[str, Any]]] = []
 
     async def record(frame: str) -> None:
         frames.append(json.loads(frame))
 
-    async with Hub() as hub:
+    async def until_delivered(messages: int) -> None:
+        with anyio.fail_after(5):
+            while sum(len(frame) for frame in frames) < messages:
+                await anyio.lowlevel.checkpoint()
+
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
         conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(10)]
         for conn in conns:
             await hub.sessions.open(conn, Hello())
             conn.attach(record)
-        with anyio.fail_after(5):
-            while len(frames) < 10:  # their welcomes
-                await anyio.lowlevel.checkpoint()
-        await anyio.sleep(0.05)  # the process has been quiet for a while
+        await until_delivered(10 * 2)  # their welcome and subscribed
+        clock.now += QUIET  # the process has been quiet for a while
         frames.clear()
         seen: list[int] = []
 
@@ -206,22 +227,65 @@ async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
         async with anyio.create_task_group() as tg:
             tg.start_soon(look)  # the next task to run, after the publisher
             await hub.publish(Chunk(0, ""), to=Everyone)
-        assert seen == [10]  # sent to every client as it was fanned out, not by a later pass
+        if anyio_backend == "asyncio":
+            assert seen == [10]  # sent to every client as it was fanned out, not by a later pass
+        else:  # trio: every send runs in a task of its own, started once the publisher yields
+            assert seen == [0]
+        await until_delivered(10)
+        assert len(frames) == 10  # one frame per client, at once
         for n in range(1, 21):  # a burst right after: queued, then batched
             await hub.publish(Chunk(n, ""), to=Everyone)
         assert len(frames) == 10
-        with anyio.fail_after(5):
-            while sum(len(frame) for frame in frames) < 10 * 21:
-                await anyio.lowlevel.checkpoint()
+        await until_delivered(10 * 21)
         assert len(frames) == 20  # the burst: one more frame per client
         for conn in conns:
             hub.sessions.unregister(conn)  # as their transport would once they end
 
 
+async def test_a_publishing_loop_lets_the_flusher_run_every_budget_of_the_hubs_clock(
+    anyio_backend: str,
+) -> None:
+    """A publisher in a tight loop lets the flusher run once `YIELD_BUDGET` (20 ms) of the
+    hub's clock has passed since the flusher's last turn: its events leave in a few frames, as
+    they come, neither one frame per event nor all at the end."""
+    frames: list[list[int]] = []
+    subscribed = anyio.Event()
+
+    async def record(frame: str) -> None:
+        messages = json.loads(frame)
+        if any(m["type"] == "subscribed" for m in messages):
+            subscribed.set()
+        if chunks := [m["n"] for m in messages if m["type"] == "chunk"]:
+            frames.append(chunks)
+
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
+        conn = hub.sessions.connect(Principal(user=None), "websocket")
+        await hub.sessions.open(conn, Hello())
+        conn.attach(record)
+        with anyio.fail_after(5):
+            await subscribed.wait()
+        clock.now += QUIET  # the process has been quiet for a while
+        for n in range(20):
+            await hub.publish(Chunk(n, ""), to=Everyone)
+            clock.now += 0.007  # the publisher's own work
+        with anyio.fail_after(5):
+            while sum(map(len, frames)) < 20:
+                await anyio.lowlevel.checkpoint()
+        assert [n for frame in frames for n in frame] == list(range(20))
+        if anyio_backend == "asyncio":  # the first one straight to the socket, then a turn
+            # of the flusher every third event (21 ms of the hub's clock since the last)
+            assert list(map(len, frames)) == [1, 3, 3, 3, 3, 3, 3, 1]
+        else:  # trio: a task sends each frame, and what is queued before it ends
+            assert 3 <= len(frames) <= 8
+        hub.sessions.unregister(conn)
+
+
 async def _costly_clients(
-    hub: Hub, count: int, on_send: Callable[[], None] = lambda: None
+    hub: Hub, clock: Clock, count: int, on_send: Callable[[], None] = lambda: None
 ) -> dict[str, list[Any]]:
-    """`count` connections whose sends each cost 0.2 ms of CPU, as real sends do; what each got.
+    """`count` connections whose sends each cost `SEND` (0.2 ms) of the hub's clock, as real
+    sends do; what each got. The process is quiet once they are open.
 
     `on_send` is called at each send."""
     received: dict[str, list[Any]] = {}
@@ -231,9 +295,7 @@ async def _costly_clients(
         got = received[conn.id] = []
 
         async def costly_send(frame: str, got: list[Any] = got) -> None:
-            busy_until = time.perf_counter() + 0.0002
-            while time.perf_counter() < busy_until:
-                pass
+            clock.now += SEND
             got.extend(json.loads(frame))
             on_send()
 
@@ -241,7 +303,7 @@ async def _costly_clients(
     with anyio.fail_after(5):
         while sum(map(len, received.values())) < 2 * count:  # welcome, subscribed
             await anyio.lowlevel.checkpoint()
-    await anyio.sleep(0.05)  # the process has been quiet for a while
+    clock.now += QUIET  # the process has been quiet for a while
     return received
 
 
@@ -254,8 +316,9 @@ def _kinds(messages: list[dict[str, Any]]) -> list[str]:
 async def test_what_is_queued_during_a_broadcast_comes_after_it(anyio_backend: str) -> None:
     """A broadcast to many clients is sent over several turns of the event loop; an event
     published meanwhile, and a control message such as a pong, must not overtake it."""
-    async with Hub() as hub:
-        received = await _costly_clients(hub, 300)  # a broadcast of about 60 ms
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
+        received = await _costly_clients(hub, clock, 300)  # a broadcast of about 60 ms
         conns = list(hub.connections())
         await hub.publish(Chunk(1, ""), to=Everyone)  # returns with part of it sent
         conns[-1].push(control_message(ServerPong()))  # the last one has not had it yet
@@ -272,8 +335,9 @@ async def test_what_is_queued_during_a_broadcast_comes_after_it(anyio_backend: s
 async def test_a_connection_closed_once_flushed_during_a_broadcast_gets_it_first(
     anyio_backend: str,
 ) -> None:
-    async with Hub() as hub:
-        received = await _costly_clients(hub, 300)
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
+        received = await _costly_clients(hub, clock, 300)
         conns = list(hub.connections())
         await hub.publish(Chunk(1, ""), to=Everyone)  # returns with part of it sent
         conns[-1].close_when_flushed(4000, "bye")  # the broadcast has not reached it yet
@@ -307,10 +371,8 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
     before the broadcast's next slice, not after it: a publisher waiting for Redis would
     otherwise lose a slice or two per event, and a burst leave in many more frames. While a
     publisher waits for its backplane, slices are short (SLICE); otherwise QUIET_SLICE."""
-    if anyio_backend == "trio":
-        pytest.skip("on trio every send runs in a task of its own")
-    ours, theirs = socket.socketpair()
-    reader, writer = await asyncio.open_connection(sock=ours)  # as redis-py reads Redis
+    ours, theirs = socket.socketpair()  # (ours: as the Redis backplane reads Redis)
+    ours.setblocking(False)
     sends, trigger, written_at = 0, -1, 0
 
     def on_send() -> None:
@@ -321,22 +383,29 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
             written_at = sends
 
     backplane = _WaitingBackplane()
+    clock = Clock()
     try:
-        async with Hub(backplane) as hub, anyio.create_task_group() as tg:
-            received = await _costly_clients(hub, 300, on_send)
+        async with Hub(backplane, clock=clock) as hub, anyio.create_task_group() as tg:
+            received = await _costly_clients(hub, clock, 300, on_send)
             if publisher_waits:
                 tg.start_soon(hub.publish, Chunk(0, ""), Topic("slow"))
                 await anyio.lowlevel.checkpoint()  # it is waiting for its backplane now
             # 300 sends of 0.2 ms, the deadline checked every 16: slices of 16 sends (SLICE),
             # or 64 (QUIET_SLICE) after the publisher's own first one
             per_slice = 16 if publisher_waits else 16 * math.ceil(QUIET_SLICE / 0.0002 / 16)
-            trigger = sends + 41  # in the second or third slice of the broadcast
+            before = sends
+            trigger = before + 41  # in the second or third slice of the broadcast
             await hub.publish(Chunk(1, ""), to=Everyone)
             with anyio.fail_after(5):
-                await reader.readexactly(1)
+                await anyio.wait_readable(ours)
+            assert ours.recv(1) == b"x"
             read_at = sends
             assert written_at
-            assert read_at - written_at < per_slice  # the rest of its slice at most, not more
+            if anyio_backend == "asyncio":
+                assert read_at - written_at < per_slice  # the rest of its slice at most
+            else:  # trio: the flusher's pass starts a task per send, which trio runs in one
+                # batch before it polls the sockets: the broadcast's sends, then the read
+                assert read_at == before + 300
             with anyio.fail_after(5):
                 while sum(map(len, received.values())) < 300 * 3:
                     await anyio.lowlevel.checkpoint()
@@ -344,7 +413,7 @@ async def test_what_arrives_during_a_broadcast_is_read_before_its_next_slice(
             for conn in hub.connections():
                 hub.sessions.unregister(conn)
     finally:
-        writer.close()
+        ours.close()
         theirs.close()
 
 
@@ -356,12 +425,16 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
     resume = anyio.Event()
     received: dict[str, list[int]] = {}
     told: dict[str, list[Exception]] = {}
+    subscribed: set[str] = set()
 
     def sender(name: str) -> Callable[[str], Any]:
         got = received[name] = []
 
         async def send(frame: str) -> None:
-            chunks = [m["n"] for m in json.loads(frame) if m["type"] == "chunk"]
+            messages = json.loads(frame)
+            if any(m["type"] == "subscribed" for m in messages):
+                subscribed.add(name)
+            chunks = [m["n"] for m in messages if m["type"] == "chunk"]
             if chunks and name.startswith("waits"):
                 await resume.wait()
             if chunks and name.endswith("gone"):
@@ -372,21 +445,23 @@ async def test_sends_that_wait_or_fail_disturb_no_other_connection(anyio_backend
 
         return send
 
+    async def until(condition: Callable[[], bool]) -> None:
+        with anyio.fail_after(5):
+            while not condition():
+                await anyio.lowlevel.checkpoint()
+
     names = ["first", "waits", "gone", "fails", "waits, then fails", "told: fails",
              "told: waits, then fails", "last"]  # fmt: skip
-    async with Hub() as hub:
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
         conns = {}
         for name in names:
             conn = conns[name] = hub.sessions.connect(Principal(user=None), "websocket")
             await hub.sessions.open(conn, Hello())
             errors = told.setdefault(name, [])
             conn.attach(sender(name), errors.append if name.startswith("told") else None)
-        await anyio.sleep(0.05)  # welcome and subscribed sent; the process is quiet
-
-        async def until(condition: Callable[[], bool]) -> None:
-            with anyio.fail_after(5):
-                while not condition():
-                    await anyio.lowlevel.checkpoint()
+        await until(lambda: len(subscribed) == len(names))  # welcome and subscribed sent
+        clock.now += QUIET  # the process is quiet
 
         await hub.publish(Chunk(1, ""), to=Everyone)
         await until(lambda: received["first"] == received["last"] == [1])
@@ -415,10 +490,10 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
     """A backplane whose live path lags behind its history leaves a joined stream a gate (its
     replay floor) until the stream's next event, which may never come on a personal stream:
     broadcasts must still go straight to the socket, not through the outbox and a second
-    pass."""
-    if anyio_backend != "asyncio":
-        pytest.skip("on trio every send runs in a task of its own")
+    pass. (On trio, where every send runs in a task of its own, each goes through the outbox
+    once, and no gate holds it back.)"""
     frames: dict[str, list[int]] = {}
+    subscribed: set[str] = set()
     pushed: list[str] = []
     push = Outbox.push
 
@@ -427,27 +502,42 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
             pushed.append(message.text)
         return push(outbox, message)
 
+    async def until(condition: Callable[[], bool]) -> None:
+        with anyio.fail_after(5):
+            while not condition():
+                await anyio.lowlevel.checkpoint()
+
     monkeypatch.setattr(Outbox, "push", spy)
-    async with Hub() as hub:
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
         conns = [hub.sessions.connect(Principal(user=f"u{i}"), "websocket") for i in range(10)]
         for conn in conns:
             got = frames[conn.id] = []
 
-            async def record(frame: str, got: list[int] = got) -> None:
-                got.extend(m["n"] for m in json.loads(frame) if m["type"] == "chunk")
+            async def record(frame: str, got: list[int] = got, conn_id: str = conn.id) -> None:
+                messages = json.loads(frame)
+                if any(m["type"] == "subscribed" for m in messages):
+                    subscribed.add(conn_id)
+                got.extend(m["n"] for m in messages if m["type"] == "chunk")
 
             await hub.sessions.open(conn, Hello())
             conn.attach(record)
             personal = f"user:{conn.user}"
             conn.hold(personal)
             conn.release(personal, "e1", 7)  # the floor: the live path is still behind it
-        await anyio.sleep(0.05)  # welcomes sent; the process has been quiet for a while
+        await until(lambda: len(subscribed) == len(conns))  # welcomes sent
+        clock.now += QUIET  # the process has been quiet for a while
         await hub.publish(Chunk(1, ""), to=Everyone)  # each "all" gate goes with this one
-        await anyio.sleep(0.05)
+        await until(lambda: all(got == [1] for got in frames.values()))
+        clock.now += QUIET
         pushed.clear()
         await hub.publish(Chunk(2, ""), to=Everyone)
-        assert all(got == [1, 2] for got in frames.values())  # sent as it was fanned out
-        assert pushed == []  # and not through the outboxes
+        if anyio_backend == "asyncio":
+            assert all(got == [1, 2] for got in frames.values())  # sent as it was fanned out
+            assert pushed == []  # and not through the outboxes
+        else:
+            await until(lambda: all(got == [1, 2] for got in frames.values()))
+            assert len(pushed) == len(conns)  # once through each outbox, no second pass
         for conn in conns:
             hub.sessions.unregister(conn)
 
@@ -455,22 +545,32 @@ async def test_a_broadcast_to_signed_in_users_skips_their_outboxes(
 async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend: str) -> None:
     received: list[int] = []
 
+    subscribed: list[str] = []
+
     async def fails(frame: str) -> None:
+        if '"subscribed"' in frame:
+            subscribed.append("broken")
         if '"chunk"' in frame:
             raise RuntimeError("a bug in the transport")
 
     async def record(frame: str) -> None:
+        if '"subscribed"' in frame:
+            subscribed.append("fine")
         received.extend(m["n"] for m in json.loads(frame) if m["type"] == "chunk")
 
     def handler(exc: Exception) -> None:
         raise ValueError("a bug in its handler") from exc
 
-    async with Hub() as hub:
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
         broken, fine = (hub.sessions.connect(Principal(user=None), "websocket") for _ in range(2))
         for conn, send in ((broken, fails), (fine, record)):
             await hub.sessions.open(conn, Hello())
             conn.attach(send, handler)
-        await anyio.sleep(0.05)  # the process is quiet: straight to the sockets
+        with anyio.fail_after(5):
+            while len(subscribed) < 2:  # welcome and subscribed sent
+                await anyio.lowlevel.checkpoint()
+        clock.now += QUIET  # the process is quiet: straight to the sockets
         for n in (1, 2):
             await hub.publish(Chunk(n, ""), to=Everyone)
             with anyio.fail_after(5):

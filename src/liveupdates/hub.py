@@ -29,6 +29,7 @@ from anyio.lowlevel import EventLoopToken
 
 from ._pipeline.connection import Connection
 from ._pipeline.control import Disconnect
+from ._pipeline.flusher import Flusher
 from ._pipeline.outbox import control_message
 from ._pipeline.publisher import Prepared, Publisher, prepare
 from ._pipeline.streams import Streams
@@ -41,7 +42,6 @@ from .errors import (
     HubClosed,
 )
 from .events import Event
-from .flusher import Flusher
 from .limits import Limits
 from .metrics import HubStats, Metrics
 from .protocol import (
@@ -254,14 +254,14 @@ class Hub:
         # as an outbox is half full: events of a burst leave together (one frame per client),
         # nobody waits long for the loop, and a client that keeps up never overflows. A publisher
         # that waited for its backplane (Redis) meanwhile has let them run already.
-        now = time.perf_counter()
+        now = self.clock()  # (the flusher's clock: `turn_at`)
         if (
             self._routes.filling
             or now - max(self._last_yield, self._flusher.turn_at) > YIELD_BUDGET
         ):
             self._routes.filling = False
             await anyio.lowlevel.cancel_shielded_checkpoint()
-            self._last_yield = time.perf_counter()  # the budget counts the publisher's own time
+            self._last_yield = self.clock()  # the budget counts the publisher's own time
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
 

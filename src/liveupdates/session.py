@@ -21,6 +21,7 @@ from collections.abc import Callable
 import anyio
 
 from ._pipeline.connection import Connection, ConnectionState, SendFrame
+from ._pipeline.flusher import Flusher
 from ._pipeline.outbox import control_message
 from ._pipeline.streams import Streams
 from .auth import Authenticate, Authorize, AuthRequest, Principal, call_hook
@@ -34,7 +35,6 @@ from .errors import (
     Unauthorized,
     close_code_name,
 )
-from .flusher import Flusher
 from .limits import Limits
 from .metrics import Metrics
 from .positions import Position

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from ..backplanes import Backplane
 from ..errors import BackplaneError, CloseCode
-from ..flusher import Flusher
 from ..metrics import Metrics
 from ..positions import Position, Publication
 from ..protocol import Outcome, Subscribed
 from .connection import Connection
 from .control import CONTROL_SLOT, ResyncStream, decode_control
+from .flusher import Flusher
 from .outbox import Message, control_message, event_message, position_prefix
 
 logger = logging.getLogger("liveupdates")
