@@ -102,9 +102,9 @@ class EagerSends:
     ) -> None:
         """The send of `frame`, started eagerly, waits (at `step`): a task finishes it."""
         driver, self._driver = self._driver, _driver()  # the old one is inside the send
-        conn.sending_since = now
+        conn.send_started(now)
         resume = _resume(driver, step)
-        conn.writer = self.loop.create_task(self.flusher.write(conn, sender, frame, resume))
+        conn.writing(self.loop.create_task(self.flusher.write(conn, sender, frame, resume)))
 
     def _failed(self, conn: Connection, exc: BaseException) -> None:
         """A send started eagerly raised `exc` (which ends the driver)."""

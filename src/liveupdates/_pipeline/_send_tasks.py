@@ -41,7 +41,8 @@ class TaskSends:
 
     def start(self, conn: Connection, sender: SendFrame, frame: str, now: float) -> bool:
         """Start a task that sends `frame`; never completed here."""
-        conn.writer = scope = anyio.CancelScope()
+        scope = anyio.CancelScope()
+        conn.writing(scope)
         self.flusher.spawn(self._write_in_scope, conn, sender, scope, frame)
         return False
 

@@ -220,6 +220,26 @@ class Connection:
         self.state = ConnectionState.CLOSED
         self.detach()
 
+    # -- the flusher's bookkeeping of its sends (the sweeper reads it) ----------------------
+
+    def send_started(self, now: float) -> None:
+        """A send is under way since `now` (the slow-consumer check measures it)."""
+        self.sending_since = now
+
+    def send_ended(self) -> None:
+        self.sending_since = 0.0
+
+    def frame_sent(self, now: float) -> None:
+        """A frame went out through the outbox (a direct fan-out records nothing here)."""
+        self.last_sent = now
+
+    def writing(self, writer: _Cancellable) -> None:
+        """A task of its own finishes this connection's sends (`detach` cancels it)."""
+        self.writer = writer
+
+    def writer_ended(self) -> None:
+        self.sending_since, self.writer = 0.0, None
+
     def attach(self, sender: SendFrame, on_send_error: SendError | None = None) -> None:
         """Start sending with `sender` (the transport's), beginning with what is pending.
 

@@ -229,7 +229,7 @@ class Flusher:
 
     def sent(self, conn: Connection, frame: str, now: float) -> bool:
         """Count a frame sent; True when that was the last one before closing."""
-        conn.last_sent = now
+        conn.frame_sent(now)
         outbox = conn.outbox
         self.count(1, frame, outbox.drained_ts)
         if conn.closing is not None and not len(outbox):
@@ -263,12 +263,12 @@ class Flusher:
         try:
             while True:
                 if started is None:
-                    conn.sending_since = clock()
+                    conn.send_started(clock())
                     await sender(frame)
                 else:
                     await started
                     started = None
-                conn.sending_since = 0.0
+                conn.send_ended()
                 if self.sent(conn, frame, clock()) or conn.sender is not sender:
                     return  # closed meanwhile
                 next_frame = conn.outbox.drain()
@@ -278,8 +278,7 @@ class Flusher:
         except Exception as exc:
             self.lost(conn, exc)
         finally:
-            conn.sending_since = 0.0
-            conn.writer = None
+            conn.writer_ended()
 
 
 def _push_all(conns: Iterable[Connection], message: Message) -> bool:
