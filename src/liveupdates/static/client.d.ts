@@ -3,7 +3,8 @@
 /** The connection as a banner shows it. */
 export type Status = 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'closed'
 
-/** Why the client stopped on its own: 4401 (unauthorized) or 1000 (closed by the server). */
+/** Why the client stopped on its own: only 4401 (unauthorized) stops it; after every other
+ * close it reconnects. */
 export interface ClientError {
   code: number
   reason: string
