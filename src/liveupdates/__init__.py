@@ -32,6 +32,9 @@ from .metrics import Metrics as Metrics
 from .positions import Position as Position
 from .positions import Publication as Publication
 from .positions import Replay as Replay
+from .producer import Producer as Producer
+from .producer import ProducerClosed as ProducerClosed
+from .sync_producer import SyncProducer as SyncProducer
 from .targets import Everyone as Everyone
 from .targets import Target as Target
 from .targets import Topic as Topic
@@ -64,10 +67,13 @@ __all__ = (
     "Metrics",
     "Position",
     "Principal",
+    "Producer",
+    "ProducerClosed",
     "ProtocolError",
     "Publication",
     "Replay",
     "Set",
+    "SyncProducer",
     "Target",
     "ThrottleRule",
     "Topic",

@@ -216,25 +216,29 @@ class Hub:
         window. Raises `HubClosed` when the hub is not running and `BackplaneError` when the
         backplane cannot take the event (nothing is silently dropped).
         """
-        await self._publish_prepared(prepare(event, to))
+        await self.publish_prepared(prepare(event, to))
 
     def transaction(self) -> Transaction:
         """Events published through it are held until it commits (publish after commit)."""
-        return Transaction(self._publish_prepared, self._call_soon)
+        return Transaction(self.publish_prepared, self._call_soon)
 
-    async def _publish_prepared(self, prepared: Prepared) -> None:
+    async def publish_prepared(self, prepared: Prepared) -> list[Publication | None]:
+        """`publish` for an event encoded already (`publisher.prepare`): its position in each
+        stream, None where the throttle holds it for the trailing edge of its window."""
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
         event, body, slot = prepared.event, prepared.body, prepared.slot
+        positions: list[Publication | None] = []
         for stream in prepared.streams:
-            if self._throttle.admit(stream, event, body, slot):
-                await self._publish_stream(stream, body, slot)
+            admitted = self._throttle.admit(stream, event, body, slot)
+            positions.append(await self._publish_stream(stream, body, slot) if admitted else None)
+        return positions
 
-    async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
+    async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> Publication:
         flusher = self._flusher
         flusher.waiting += 1  # (a broadcast meanwhile gives it a turn every SLICE)
         try:
-            await self._publisher.publish_stream(stream, body, slot)
+            publication = await self._publisher.publish_stream(stream, body, slot)
         finally:
             flusher.waiting -= 1
         self.metrics.publishes += 1
@@ -252,6 +256,7 @@ class Hub:
             self._last_yield = time.perf_counter()  # the budget counts the publisher's own time
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
+        return publication
 
     # -- backplane receiver ---------------------------------------------------------------
 

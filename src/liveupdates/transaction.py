@@ -24,7 +24,7 @@ from .events import Event
 from .publisher import Prepared, prepare
 from .targets import Target
 
-PublishPrepared = Callable[[Prepared], Awaitable[None]]
+PublishPrepared = Callable[[Prepared], Awaitable[object]]
 CallSoon = Callable[[Callable[[], Awaitable[Any]]], None]
 
 logger = logging.getLogger("liveupdates")
