@@ -225,7 +225,8 @@ def _tail(args: argparse.Namespace) -> int:
                         events += 1
                 if args.count is not None and events >= args.count:
                     return 0
-        return 0  # (the loop ends by ConnectionClosed)
+        code, reason = ws.close_code, ws.close_reason or ""  # (a normal close: 1000, 1001)
+        raise CLIError(f"the server closed the connection: {code} {reason}".rstrip())
 
     try:
         return asyncio.run(run())
