@@ -49,7 +49,10 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: ``sys.argv[1:]``); the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["relay"]:  # every option after it is the relay's own (even --help)
+            return _relay(argv[1:])
         args = _parser().parse_args(argv)
         status: int = args.run(args)
         return status
@@ -89,9 +92,7 @@ def _parser() -> _Parser:
     tail.add_argument("--pings", action="store_true", help="print heartbeats too")
     tail.set_defaults(run=_tail)
 
-    relay = commands.add_parser("relay", help="run the outbox relay (liveupdates.durable)")
-    relay.add_argument("relay_args", nargs=argparse.REMAINDER, help="the relay's own options")
-    relay.set_defaults(run=_relay)
+    commands.add_parser("relay", help="run the outbox relay (liveupdates.durable)")
     return parser
 
 
@@ -241,7 +242,7 @@ def _tail(args: argparse.Namespace) -> int:
 # -- relay ------------------------------------------------------------------------------------
 
 
-def _relay(args: argparse.Namespace) -> int:
+def _relay(argv: list[str]) -> int:
     """The outbox relay as a process. `liveupdates.durable` provides it: its
     ``relay_main(argv: list[str]) -> int`` parses its own options (``liveupdates relay --help``
     shows them) and runs until SIGTERM or SIGINT."""
@@ -252,5 +253,5 @@ def _relay(args: argparse.Namespace) -> int:
     relay_main = getattr(durable, "relay_main", None)
     if relay_main is None:
         raise CLIError("the outbox relay (liveupdates.durable) is not in this installation")
-    status: int = relay_main(list(args.relay_args))
+    status: int = relay_main(argv)
     return status

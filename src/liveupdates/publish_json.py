@@ -23,12 +23,20 @@ from typing import Any, Final
 import msgspec
 
 from .errors import LiveUpdatesError
-from .events import RESERVED_TYPES, Event, Invalidate, Set, encode_event, encode_json, event_slot
+from .events import (
+    POSITION_FIELDS,
+    RESERVED_TYPES,
+    Event,
+    Invalidate,
+    Set,
+    encode_event,
+    encode_json,
+    event_slot,
+)
 from .publisher import Prepared
 from .targets import Everyone, Target, Topic, User
 
 EVENT_TYPE_PATTERN: Final = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}"
-POSITION_FIELDS: Final = frozenset({"stream", "epoch", "offset"})  # put in front on the wire
 _EVENT_TYPE_RE: Final = re.compile(EVENT_TYPE_PATTERN)
 MAX_USER_ID: Final = 200
 
