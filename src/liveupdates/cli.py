@@ -4,11 +4,12 @@
   API (``--api https://.../api/live`` with an API key);
 - ``tail``: connect to a WebSocket endpoint as a client and print every message as a JSON line
   (for debugging a deployment; needs the ``[cli]`` extra);
-- ``relay``: the outbox relay as a process of its own (provided by `liveupdates.durable`).
+- ``relay``: the outbox relay (`liveupdates.durable`) as a process of its own.
 
 Errors are one line on stderr and a non-zero exit: 1 when the action failed, 2 for bad usage.
 Options may come from the environment: ``LIVEUPDATES_BACKPLANE``, ``LIVEUPDATES_API``,
-``LIVEUPDATES_API_KEY`` and ``LIVEUPDATES_TOKEN`` (keep keys and tokens out of shell history).
+``LIVEUPDATES_API_KEY``, ``LIVEUPDATES_TOKEN`` and ``LIVEUPDATES_DATABASE`` (keep keys, tokens
+and passwords out of shell history).
 """
 
 from __future__ import annotations
@@ -49,10 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: ``sys.argv[1:]``); the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["relay"]:  # every option after it is the relay's own (even --help)
-            return _relay(argv[1:])
         args = _parser().parse_args(argv)
         status: int = args.run(args)
         return status
@@ -92,7 +90,17 @@ def _parser() -> _Parser:
     tail.add_argument("--pings", action="store_true", help="print heartbeats too")
     tail.set_defaults(run=_tail)
 
-    commands.add_parser("relay", help="run the outbox relay (liveupdates.durable)")
+    relay = commands.add_parser("relay", help="run the outbox relay until SIGTERM or SIGINT")
+    relay.add_argument(
+        "--database", help="postgresql://... or sqlite:///path (or LIVEUPDATES_DATABASE)"
+    )
+    relay.add_argument("--backplane", help="backplane URL (or LIVEUPDATES_BACKPLANE)")
+    relay.add_argument("--table", help="the outbox table (default: the library's)")
+    relay.add_argument("--batch-size", type=int, help="rows claimed per batch")
+    relay.add_argument("--poll-interval", type=float, help="seconds between polls")
+    relay.add_argument("--lease", type=float, help="seconds a claimed batch stays claimed")
+    relay.add_argument("--no-listen", action="store_true", help="poll only (no LISTEN/NOTIFY)")
+    relay.set_defaults(run=_relay)
     return parser
 
 
@@ -242,16 +250,27 @@ def _tail(args: argparse.Namespace) -> int:
 # -- relay ------------------------------------------------------------------------------------
 
 
-def _relay(argv: list[str]) -> int:
-    """The outbox relay as a process. `liveupdates.durable` provides it: its
-    ``relay_main(argv: list[str]) -> int`` parses its own options (``liveupdates relay --help``
-    shows them) and runs until SIGTERM or SIGINT."""
+def _relay(args: argparse.Namespace) -> int:
+    """The outbox relay as a process: `liveupdates.durable.run_relay` until SIGTERM or SIGINT
+    (the batch under way is finished first)."""
+    database = args.database or os.environ.get("LIVEUPDATES_DATABASE")
+    backplane = args.backplane or os.environ.get("LIVEUPDATES_BACKPLANE")
+    if not database or not backplane:
+        raise CLIError("give --database and --backplane (or LIVEUPDATES_DATABASE and "
+                       "LIVEUPDATES_BACKPLANE)", USAGE_ERROR)  # fmt: skip
     try:
-        durable = importlib.import_module("liveupdates.durable")
-    except ImportError:
-        durable = None
-    relay_main = getattr(durable, "relay_main", None)
-    if relay_main is None:
-        raise CLIError("the outbox relay (liveupdates.durable) is not in this installation")
-    status: int = relay_main(argv)
-    return status
+        run_relay = importlib.import_module("liveupdates.durable").run_relay
+    except (ImportError, AttributeError):
+        missing = "the outbox relay (liveupdates.durable) is not in this installation"
+        raise CLIError(missing) from None
+    names = ("table", "batch_size", "poll_interval", "lease")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_listen:
+        options["listen"] = False
+    try:
+        asyncio.run(run_relay(database, backplane, **options))
+    except ValueError as exc:
+        raise CLIError(str(exc), USAGE_ERROR) from None
+    except (LiveUpdatesError, OSError) as exc:
+        raise CLIError(f"the relay stopped: {exc}") from None
+    return 0
