@@ -69,6 +69,26 @@ async def test_refuses_bad_events_at_the_call_site_and_publishing_when_closed() 
 
 
 @pytest.mark.anyio
+async def test_a_producer_that_could_not_connect_can_be_started_again() -> None:
+    class Flaky(MemoryBackplane):
+        refuse = True
+
+        async def start(self, receiver: object) -> None:
+            if self.refuse:
+                raise BackplaneUnavailable("Redis is unavailable (connect): refused (test)")
+            await super().start(receiver)  # type: ignore[arg-type]
+
+    backplane = Flaky()
+    producer = Producer(backplane)
+    with pytest.raises(BackplaneUnavailable, match="refused"):
+        await producer.start()
+    backplane.refuse = False
+    async with producer:
+        (publication,) = await producer.publish(Invalidate(["jobs"]), to=Everyone)
+    assert publication.offset == 1
+
+
+@pytest.mark.anyio
 async def test_a_transaction_publishes_on_commit_and_nothing_on_rollback() -> None:
     backplane, seen = MemoryBackplane(), RecordingReceiver()
     await backplane.start(seen)

@@ -77,6 +77,7 @@ class Producer:
         except BaseException:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
+            self._tg = None  # (it may be started again)
             raise
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
