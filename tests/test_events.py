@@ -107,7 +107,7 @@ async def test_one_encode_per_event_whatever_the_number_of_receivers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import liveupdates.events
-    import liveupdates.hub
+    import liveupdates.publisher
 
     calls: list[Any] = []
     real = liveupdates.events.encode_event
@@ -116,7 +116,7 @@ async def test_one_encode_per_event_whatever_the_number_of_receivers(
         calls.append(event)
         return real(event)
 
-    monkeypatch.setattr(liveupdates.hub, "encode_event", counting)
+    monkeypatch.setattr(liveupdates.publisher, "encode_event", counting)  # (in `prepare`)
     from liveupdates.asgi import WebSocketEndpoint
 
     async with Hub() as hub:
