@@ -88,6 +88,17 @@ def test_reserved_event_types_are_refused_and_the_default_tag_is_the_class_name(
     assert json.loads(encode_event(Untagged())) == {"type": "Untagged"}
 
 
+def test_fields_named_like_the_position_are_refused() -> None:
+    """The server puts stream, epoch and offset in front of the body: a field of that name
+    would override them in the browser (an event of one stream taken for another's)."""
+
+    class Spoof(Event, tag="job.moved"):
+        stream: str
+
+    with pytest.raises(TypeError, match=r"Spoof: the field names \['stream'\] are reserved"):
+        encode_event(Spoof("user:bob"))
+
+
 def test_unencodable_payloads_are_a_clear_error() -> None:
     with pytest.raises(TypeError, match="cannot encode"):
         encode_event(Set(["x"], object()))

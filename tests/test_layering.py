@@ -21,7 +21,7 @@ import liveupdates
 PACKAGE = Path(liveupdates.__file__).parent
 CORE = {"auth", "errors", "events", "limits", "metrics", "positions", "protocol", "targets",
         "throttle"}  # fmt: skip
-APP = {"hub", "session", "transaction"}
+APP = {"hub", "session", "transaction", "producer", "sync_producer", "publish_json"}
 LAYERS = ("core", "backplanes", "pipeline", "app", "adapters", "testing")
 ALLOWED = {
     "core": {"core"},
@@ -40,12 +40,12 @@ def layer_of(module: str) -> str | None:
     if top in CORE:
         return "core"
     if top in APP or top == "durable":
-        return "app"  # the producers beside the hub: the transactional outbox
+        return "app"  # the hub, the session layer and the producers beside the hub
     if top == "_pipeline":
         return "pipeline"
     if top == "backplanes":
         return "backplanes"
-    if top in ("asgi", "prometheus"):
+    if top in ("asgi", "prometheus", "cli", "__main__"):
         return "adapters"
     if top == "testing":
         return "testing"

@@ -27,16 +27,16 @@ async def test_a_failed_publish_is_announced_before_the_next_publish() -> None:
     backplane, receiver = Outage(), RecordingReceiver()
     await backplane.start(receiver)
     publisher = Publisher(backplane)
-    await publisher.publish(prepare(Invalidate(["jobs"]), to=Topic("a")))
+    await publisher.publish_all([prepare(Invalidate(["jobs"]), to=Topic("a"))])
     backplane.down = True
     with pytest.raises(BackplaneUnavailable):
-        await publisher.publish(prepare(Invalidate(["jobs", 7]), to=Topic("a")))
+        await publisher.publish_all([prepare(Invalidate(["jobs", 7]), to=Topic("a"))])
     with pytest.raises(BackplaneUnavailable):  # still down: no second attempt hides it
-        await publisher.publish(prepare(Invalidate(["jobs", 8]), to=Topic("b")))
+        await publisher.publish_all([prepare(Invalidate(["jobs", 8]), to=Topic("b"))])
     assert publisher.unannounced == {"topic:a", "topic:b"}
     backplane.down = False  # back, and no reset: a publish-only producer gets none
 
-    await publisher.publish(prepare(Invalidate(["stats"]), to=Topic("c")))
+    await publisher.publish_all([prepare(Invalidate(["stats"]), to=Topic("c"))])
     seen = [(p.stream, p.slot) for p in receiver.publications]
     assert seen == [
         ("topic:a", "inv"),

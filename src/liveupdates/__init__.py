@@ -28,6 +28,8 @@ from .events import Set as Set
 from .hub import Hub as Hub
 from .limits import Limits as Limits
 from .metrics import HubStats as HubStats
+from .producer import Producer as Producer
+from .sync_producer import SyncProducer as SyncProducer
 from .targets import Everyone as Everyone
 from .targets import Target as Target
 from .targets import Topic as Topic
@@ -50,7 +52,9 @@ __all__ = (
     "Limits",
     "LiveUpdatesError",
     "Principal",
+    "Producer",
     "Set",
+    "SyncProducer",
     "Target",
     "ThrottleRule",
     "Topic",

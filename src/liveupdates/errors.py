@@ -11,6 +11,7 @@ Exception tree::
     ├── BackplaneError         the backplane cannot publish or read history
     │   └── BackplaneUnavailable  the backplane is not connected (for example Redis is down)
     ├── HubClosed              the hub is not running (not started, or shut down)
+    │   └── ProducerClosed     a publish-only producer is not running
     └── TransactionClosed      the transaction was already committed or rolled back
 
     PeerGone                   (internal) a transport's send found its peer gone
@@ -109,6 +110,10 @@ class BackplaneUnavailable(BackplaneError):
 
 class HubClosed(LiveUpdatesError):
     """The hub is not running."""
+
+
+class ProducerClosed(HubClosed):
+    """A producer is not running (not started, or closed)."""
 
 
 class TransactionClosed(LiveUpdatesError):

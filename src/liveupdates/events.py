@@ -31,6 +31,9 @@ RESERVED_TYPES: Final = frozenset(
     }
 )  # fmt: skip
 INVALIDATE_SLOT: Final = "inv"
+# The position fields, which the server puts in front of every event's body on the wire: an
+# event's own field of that name would come after it and win in the client's JSON.parse.
+POSITION_FIELDS: Final = frozenset({"stream", "epoch", "offset"})
 
 
 class Event(msgspec.Struct, tag_field="type"):
@@ -119,6 +122,11 @@ def _check_type(cls: type[Event]) -> None:
         tag in RESERVED_TYPES or tag in ("invalidate", "set") or tag.startswith("lu.")
     ):
         raise TypeError(f"event type {tag!r} is reserved by the protocol")
+    clash = POSITION_FIELDS.intersection(cls.__struct_encode_fields__)
+    if clash:
+        raise TypeError(
+            f"{cls.__name__}: the field names {sorted(clash)} are reserved (the position)"
+        )
     _checked_types.add(cls)
 
 

@@ -37,13 +37,13 @@ from ._pipeline.sweeper import sweep
 from .auth import Authenticate, Authorize, allow_all, anonymous
 from .backplanes import Backplane, backplane_from_url
 from .errors import (
-    BackplaneError,
     CloseCode,
     HubClosed,
 )
 from .events import Event
 from .limits import Limits
 from .metrics import HubStats, Metrics
+from .positions import Publication
 from .protocol import (
     Goodbye,
 )
@@ -218,35 +218,28 @@ class Hub:
         """Events published through it are held until it commits (publish after commit)."""
         return Transaction(self._publish_all, self._call_soon)
 
-    async def _publish_all(self, batch: list[Prepared]) -> None:
-        """Publish prepared events in order. At a failure, every stream not reached (the
-        failed one, the event's later targets, the batch's later events) is resynced once the
-        backplane is back, and the error raised."""
+    async def publish_prepared(self, prepared: Prepared) -> list[Publication | None]:
+        """`publish` for an event prepared already (`prepare`, or the HTTP publish API): its
+        position in each stream, None where the throttle holds it for its trailing edge."""
+        return (await self._publish_all([prepared]))[0]
+
+    async def _publish_all(self, batch: list[Prepared]) -> list[list[Publication | None]]:
         if not self._running:
             raise HubClosed("the hub is not running: use `async with hub:` or its lifespan")
-        admit = self._throttle.admit
-        for n, prepared in enumerate(batch):
-            event, body, slot, streams = (
-                prepared.event,
-                prepared.body,
-                prepared.slot,
-                prepared.streams,
-            )
-            for i, stream in enumerate(streams):
-                if admit(stream, event, body, slot):
-                    try:
-                        await self._publish_stream(stream, body, slot)
-                    except BackplaneError:
-                        self._publisher.missed(
-                            streams[i + 1 :], *(p.streams for p in batch[n + 1 :])
-                        )
-                        raise
+        return await self._publisher.publish_all(batch, self._send_stream)
 
-    async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> None:
+    async def _send_stream(self, stream: str, prepared: Prepared) -> Publication | None:
+        """One stream of a publish: through the throttle, then paced with the flusher."""
+        event, body, slot = prepared.event, prepared.body, prepared.slot
+        if not self._throttle.admit(stream, event, body, slot):
+            return None  # held for the trailing edge of its window
+        return await self._publish_stream(stream, body, slot)
+
+    async def _publish_stream(self, stream: str, body: bytes, slot: str | None) -> Publication:
         flusher = self._flusher
         flusher.waiting += 1  # (a broadcast meanwhile gives it a turn every SLICE)
         try:
-            await self._publisher.publish_stream(stream, body, slot)
+            publication = await self._publisher.publish_stream(stream, body, slot)
         finally:
             flusher.waiting -= 1
         self.metrics.publishes += 1
@@ -264,6 +257,7 @@ class Hub:
             self._last_yield = self.clock()  # the budget counts the publisher's own time
         else:
             await anyio.lowlevel.checkpoint_if_cancelled()
+        return publication
 
     def _on_backplane_reset(self) -> None:
         if self._publisher.unannounced:

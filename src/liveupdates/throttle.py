@@ -22,7 +22,7 @@ from .events import INVALIDATE_SLOT, Event
 
 _Held = tuple[str, bytes, str | None]  # stream, body, slot
 logger = logging.getLogger("liveupdates")
-Publish = Callable[[str, bytes, str | None], Awaitable[None]]
+Publish = Callable[[str, bytes, str | None], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)

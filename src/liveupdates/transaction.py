@@ -24,7 +24,7 @@ from .errors import BackplaneError, HubClosed, TransactionClosed
 from .events import Event
 from .targets import Target
 
-PublishAll = Callable[[list[Prepared]], Awaitable[None]]
+PublishAll = Callable[[list[Prepared]], Awaitable[object]]
 CallSoon = Callable[[Callable[[], Awaitable[Any]]], None]
 
 logger = logging.getLogger("liveupdates")

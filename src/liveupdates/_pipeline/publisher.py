@@ -14,7 +14,7 @@ Producers: `Hub.publish` (with its throttle and the flusher's pacing around each
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..backplanes import Backplane
@@ -40,6 +40,9 @@ def prepare(event: Event, to: Target | Iterable[Target]) -> Prepared:
     return Prepared(event, encode_event(event), event_slot(event), streams_of(to))
 
 
+SendStream = Callable[[str, Prepared], Awaitable["Publication | None"]]
+
+
 class Publisher:
     """Publishes prepared events and commands, and announces the publishes that failed."""
 
@@ -48,11 +51,31 @@ class Publisher:
         self.unannounced: set[str] = set()  # streams with a failed publish not yet announced
         self._announcing = False
 
-    async def publish(self, prepared: Prepared) -> list[Publication]:
-        """Append `prepared` to each of its streams; raises `BackplaneError` at a refusal."""
-        return [
-            await self.publish_stream(s, prepared.body, prepared.slot) for s in prepared.streams
-        ]
+    async def publish_all(
+        self, batch: Sequence[Prepared], send: SendStream | None = None
+    ) -> list[list[Publication | None]]:
+        """Publish prepared events in order: each event's position in each of its streams.
+
+        `send(stream, prepared)` appends one (default: `publish_stream`); the hub's adds its
+        throttle, which may hold an event (None), and its flusher's pacing. At a refusal,
+        every stream not reached (the failed one, the event's later targets, the batch's
+        later events) is marked to be announced, and `BackplaneError` raised.
+        """
+        send = send or self._send
+        results: list[list[Publication | None]] = []
+        for n, prepared in enumerate(batch):
+            positions: list[Publication | None] = []
+            for i, stream in enumerate(prepared.streams):
+                try:
+                    positions.append(await send(stream, prepared))
+                except BackplaneError:
+                    self.missed(prepared.streams[i + 1 :], *(p.streams for p in batch[n + 1 :]))
+                    raise
+            results.append(positions)
+        return results
+
+    async def _send(self, stream: str, prepared: Prepared) -> Publication:
+        return await self.publish_stream(stream, prepared.body, prepared.slot)
 
     async def publish_stream(self, stream: str, body: bytes, slot: str | None) -> Publication:
         try:
@@ -64,7 +87,7 @@ class Publisher:
             raise
 
     def missed(self, *streams: Iterable[str]) -> None:
-        """Streams a failed publish never reached (never tried): resynced like a failed one."""
+        """Streams a failed publish never reached (not tried): resynced like a failed one."""
         for names in streams:
             self.unannounced.update(names)
 
