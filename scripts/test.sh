@@ -12,7 +12,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 apt_install_missing ${missing[@]+"${missing[@]}"}
-python_env dev
+python_env redis,prometheus,postgres,examples,cli dev
 
 if [ -f package.json ]; then
   echo "==> installing npm packages"

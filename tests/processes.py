@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -53,7 +53,9 @@ class AppProcess:
     `env` is added to this process's environment (``PYTHONPATH`` gets tests/ and the repository
     root in front). `ready_path` is a GET route that answers 2xx once the app (and its
     lifespan) is up. `args` are extra uvicorn options (one worker: for several, start several
-    processes, which `kill` can then reach). Logs go to `log_path`.
+    processes, which `kill` can then reach). Logs go to `log_path`. `uvicorn` is the command
+    that starts uvicorn (this interpreter's by default; another virtualenv's ``bin/uvicorn``,
+    say) and `cwd` its working directory (the repository root by default).
     """
 
     def __init__(
@@ -65,8 +67,11 @@ class AppProcess:
         name: str | None = None,
         args: Iterable[str] = (),
         log_dir: Path | None = None,
+        uvicorn: Sequence[str] = (sys.executable, "-m", "uvicorn"),
+        cwd: Path = ROOT,
     ) -> None:
         self.app = app
+        self.uvicorn, self.cwd = list(uvicorn), cwd
         self.env = dict(env or {})
         self.ready_path = ready_path
         self.name = name or app
@@ -119,7 +124,7 @@ class AppProcess:
         path = os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), **self.env}
         command = [
-            sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
+            *self.uvicorn, self.app, "--host", "127.0.0.1",
             "--port", str(self.port), "--log-level", "info", "--no-access-log", *self.args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -127,7 +132,7 @@ class AppProcess:
             log.flush()
             self._log_start = log.tell()
             self._process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
         _running[id(self)] = self

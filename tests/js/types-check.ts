@@ -63,3 +63,17 @@ void leader
 connectQueryClient(shared, queryClient)
 shared.close()
 client.close()
+
+// The React entry: a provider around the app, a banner from the connection state.
+import { createElement } from 'react'
+import { LiveUpdatesProvider, useConnectionState, useLiveClient } from '../../src/liveupdates/static/react.js'
+
+function LiveBanner() {
+  const { status, error } = useConnectionState()
+  const live: Client = useLiveClient()
+  void live.topics
+  return createElement('p', null, error?.code === 4401 ? 'Please sign in again' : banner[status])
+}
+createElement(LiveUpdatesProvider, { client }, createElement(LiveBanner))
+// @ts-expect-error the provider needs a client
+createElement(LiveUpdatesProvider, {})
