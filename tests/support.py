@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 
-from liveupdates import Principal
+from liveupdates import Hub, HubStats, Principal
 from liveupdates.auth import AuthRequest
 
 T = TypeVar("T")
@@ -83,6 +83,33 @@ class UvicornThread:
 
     async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await anyio.to_thread.run_sync(self.call, fn, *args)
+
+
+def serve_hub(hub: Hub) -> UvicornThread:
+    """`hub`'s WebSocket endpoint at ``/live`` and SSE endpoint at ``/sse``, started under
+    uvicorn in a thread; the hub runs in the app's lifespan (`hub_stats` reads it)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route, WebSocketRoute
+
+    from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint
+
+    app = Starlette(
+        routes=[WebSocketRoute("/live", WebSocketEndpoint(hub)), Route("/sse", SSEEndpoint(hub))],
+        lifespan=hub.lifespan,
+    )
+    server = UvicornThread(app).start()
+    server.hub = hub  # type: ignore[attr-defined]
+    return server
+
+
+async def hub_stats(server: UvicornThread) -> HubStats:
+    """The stats of the hub `serve_hub` serves, read on its own event loop."""
+    hub: Hub = server.hub  # type: ignore[attr-defined]
+
+    async def read() -> HubStats:
+        return hub.stats()
+
+    return await server.acall(read)
 
 
 class Client:

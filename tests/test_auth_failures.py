@@ -17,13 +17,10 @@ from typing import Any
 import anyio
 import pytest
 from httpx_ws import WebSocketDisconnect
-from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
-from support import Client, UvicornThread, ws_client
+from support import Client, UvicornThread, hub_stats, serve_hub, ws_client
 from test_sse import sse
 
-from liveupdates import Hub, HubStats, Invalidate, Principal, User
-from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint
+from liveupdates import Hub, Invalidate, Principal, User
 from liveupdates.auth import AuthRequest
 
 pytestmark = pytest.mark.anyio
@@ -52,23 +49,9 @@ def authenticate(request: AuthRequest) -> Principal | None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[UvicornThread]:
-    hub = Hub(authenticate=authenticate)
-    app = Starlette(
-        routes=[WebSocketRoute("/live", WebSocketEndpoint(hub)), Route("/sse", SSEEndpoint(hub))],
-        lifespan=hub.lifespan,
-    )
-    server = UvicornThread(app).start()
-    server.hub = hub  # type: ignore[attr-defined]
+    server = serve_hub(Hub(authenticate=authenticate))
     yield server
     server.stop()
-
-
-async def stats(server: UvicornThread) -> HubStats:
-    async def read() -> HubStats:
-        hub: Hub = server.hub  # type: ignore[attr-defined]
-        return hub.stats()
-
-    return await server.acall(read)
 
 
 async def everything_until_closed(client: Client) -> tuple[list[dict[str, Any]], int]:
@@ -89,7 +72,7 @@ def hook_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 async def test_a_raising_hook_closes_with_1011_logged_with_its_traceback(
     server: UvicornThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = await stats(server)
+    before = await hub_stats(server)
     async with ws_client(server) as client:
         await client.send({"type": "hello", "token": "boom"})
         messages, code = await everything_until_closed(client)
@@ -97,7 +80,7 @@ async def test_a_raising_hook_closes_with_1011_logged_with_its_traceback(
     (record,) = hook_failures(caplog)
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None and str(record.exc_info[1]) == "database blip"
-    after = await stats(server)
+    after = await hub_stats(server)
     assert after.errors == before.errors + 1  # a server error...
     assert after.auth_failures == before.auth_failures  # ...not a refused credential
 

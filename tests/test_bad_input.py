@@ -15,13 +15,10 @@ from typing import Any
 import anyio
 import pytest
 from httpx_ws import WebSocketDisconnect
-from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
-from support import Client, UvicornThread, token_auth, ws_client
+from support import Client, UvicornThread, hub_stats, serve_hub, token_auth, ws_client
 from test_sse import sse
 
-from liveupdates import Hub, HubStats, Principal
-from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint
+from liveupdates import Hub, Principal
 
 pytestmark = pytest.mark.anyio
 
@@ -35,23 +32,9 @@ def authorize(principal: Principal, topic: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[UvicornThread]:
-    hub = Hub(authenticate=token_auth, authorize=authorize)  # the default limits
-    app = Starlette(
-        routes=[WebSocketRoute("/live", WebSocketEndpoint(hub)), Route("/sse", SSEEndpoint(hub))],
-        lifespan=hub.lifespan,
-    )
-    server = UvicornThread(app).start()
-    server.hub = hub  # type: ignore[attr-defined]
+    server = serve_hub(Hub(authenticate=token_auth, authorize=authorize))
     yield server
     server.stop()
-
-
-async def stats(server: UvicornThread) -> HubStats:
-    async def read() -> HubStats:
-        hub: Hub = server.hub  # type: ignore[attr-defined]
-        return hub.stats()
-
-    return await server.acall(read)
 
 
 def deep(depth: int = DEPTH) -> str:
@@ -90,12 +73,12 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 async def test_deeply_nested_json_in_hello_is_a_bad_request(
     server: UvicornThread, caplog: pytest.LogCaptureFixture, frame: str
 ) -> None:
-    before = await stats(server)
+    before = await hub_stats(server)
     async with ws_client(server) as client:
         await client.send_raw(frame)
         assert await everything_until_closed(client) == ([], 4400)
     assert tracebacks(caplog) == []
-    assert (await stats(server)).errors == before.errors
+    assert (await hub_stats(server)).errors == before.errors
 
 
 @pytest.mark.parametrize(
@@ -112,7 +95,7 @@ async def test_deeply_nested_json_after_hello_is_a_bad_request(
     server: UvicornThread, caplog: pytest.LogCaptureFixture, frame: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="liveupdates")
-    before = await stats(server)
+    before = await hub_stats(server)
     async with ws_client(server) as client:
         await client.handshake(token="bob")
         await client.send_raw(frame)
@@ -120,13 +103,13 @@ async def test_deeply_nested_json_after_hello_is_a_bad_request(
     assert tracebacks(caplog) == []
     (logged,) = [r for r in caplog.records if r.getMessage().startswith("bad frame")]
     assert logged.getMessage() == "bad frame: BAD_REQUEST"
-    assert (await stats(server)).errors == before.errors
+    assert (await hub_stats(server)).errors == before.errors
 
 
 async def test_deeply_nested_json_in_the_sse_since_is_a_bad_request(
     server: UvicornThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = await stats(server)
+    before = await hub_stats(server)
     since = '{"all": {"epoch": "e", "offset": 1, "x": ' + deep() + "}}"
     async with sse(server, token="cid", since=since) as stream:
         assert stream.status_code == 200
@@ -134,7 +117,7 @@ async def test_deeply_nested_json_in_the_sse_since_is_a_bad_request(
     assert (message["type"], message["code"]) == ("error", "bad_request")
     assert message["message"] == "invalid since: nested too deeply"
     assert tracebacks(caplog) == []
-    assert (await stats(server)).errors == before.errors
+    assert (await hub_stats(server)).errors == before.errors
 
 
 async def test_a_hello_naming_thousands_of_topics_gets_one_answer_for_the_excess(
