@@ -63,7 +63,9 @@ class _Everyone:
 
 
 Everyone: Final = _Everyone()
+"""Every connection: the target of the ``all`` stream, which each connection joins."""
 Target: TypeAlias = Topic | User | _Everyone
+"""What `Hub.publish` takes in ``to=`` (one, or an iterable of several)."""
 
 
 def streams_of(to: Target | Iterable[Target]) -> list[str]:

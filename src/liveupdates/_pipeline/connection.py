@@ -29,6 +29,8 @@ from ..positions import Position
 from .outbox import Message, OrderGuard, Outbox
 
 SendFrame = Callable[[str], Coroutine[Any, Any, None]]
+"""A transport's frame sender (`Connection.attach`): a function of the frame's text that
+returns the coroutine sending it."""
 SendError = Callable[[Exception], None]
 
 
@@ -51,6 +53,9 @@ class ConnectionInfo:
 
 
 class ConnectionState(enum.Enum):
+    """Where a connection is: admitted (`CONNECTING`), handshake accepted (`OPEN`), asked to
+    close (`CLOSING`), forgotten by its transport (`CLOSED`)."""
+
     CONNECTING = "connecting"
     OPEN = "open"
     CLOSING = "closing"

@@ -17,6 +17,7 @@ from ..events import Event
 from ..targets import Target
 
 DEFAULT_TABLE = "liveupdates_outbox"
+"""The outbox table's name unless a writer, the relay or the DDL is given another."""
 Dialect = Literal["postgresql", "sqlite"]
 Row = tuple[str, bytes, str | None]  # stream, body, slot
 

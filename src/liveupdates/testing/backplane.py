@@ -425,6 +425,7 @@ CHECKS: tuple[Check, ...] = (
     check_shared_store,
     check_closed,
 )
+"""Every check of the kit, in the order `check_backplane` runs them."""
 
 
 async def check_backplane(factory: BackplaneFactory) -> None:
@@ -437,13 +438,15 @@ async def check_backplane(factory: BackplaneFactory) -> None:
 
 
 class BackplaneConformance:
-    """Subclass it in a test module to get one test per check::
+    """One test per check of the kit: subclass it in a test module.
 
-    @pytest.mark.anyio
-    class TestMyBackplane(BackplaneConformance):
-        @pytest.fixture
-        def backplane_factory(self) -> BackplaneFactory:
-            return BackplaneFactory(make_my_backplane, shared_store=True)
+    For example::
+
+        @pytest.mark.anyio
+        class TestMyBackplane(BackplaneConformance):
+            @pytest.fixture
+            def backplane_factory(self) -> BackplaneFactory:
+                return BackplaneFactory(make_my_backplane, shared_store=True)
     """
 
     async def test_offsets(self, backplane_factory: BackplaneFactory) -> None:
