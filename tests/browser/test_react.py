@@ -16,7 +16,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from support import UvicornThread
 
-from liveupdates import Hub, MemoryBackplane
+from liveupdates import Hub
+from liveupdates.backplanes import MemoryBackplane
 
 from .app import auth, create_app
 from .conftest import LIMITS, stop_server
