@@ -18,6 +18,7 @@ a `Request` with the attempt's headers, cookies and query, and the connection's 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Annotated, Any, Final
@@ -41,6 +42,7 @@ from .lifespans import combine_lifespans
 __all__ = ("DependencyAuth", "combine_lifespans", "mount")
 
 _RESULT: Final = "liveupdates.principal"  # (the scope key where the endpoint leaves its result)
+_POSITIONAL: Final = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _SCHEMES: Final = {"ws": "http", "wss": "https"}
 
 
@@ -84,12 +86,20 @@ class DependencyAuth:
         self.app: FastAPI | None = None
         convert = principal
 
-        async def endpoint(
-            request: Request, value: Annotated[Any, Depends(dependency)]
-        ) -> Response:
+        async def endpoint(request: Request, value: Any) -> Response:
             request.scope[_RESULT].append(convert(value))
             return Response(status_code=204)
 
+        # (a signature of objects: this module's annotations are strings, and FastAPI could
+        # not resolve `dependency` from one)
+        endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter("request", _POSITIONAL, annotation=Request),
+                inspect.Parameter(
+                    "value", _POSITIONAL, annotation=Annotated[Any, Depends(dependency)]
+                ),
+            ]
+        )
         self._endpoint = endpoint
         self._route = APIRoute("/", endpoint, methods=["GET"])
 
