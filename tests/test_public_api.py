@@ -42,7 +42,8 @@ def test_each_integration_imports_its_own_framework_only() -> None:
               "litestar": ("fastapi", "django")}  # fmt: skip
     for integration, foreign in others.items():
         code = (
-            "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'examples.django_app.settings'; "
+            "import os, sys; "
+            "os.environ['DJANGO_SETTINGS_MODULE'] = 'examples.django_app.settings'; "
             f"import liveupdates.integrations.{integration} as m; "
             "assert isinstance(m.__all__, tuple) and all(hasattr(m, n) for n in m.__all__); "
             f"print(','.join(n for n in {foreign!r} if n in sys.modules))"

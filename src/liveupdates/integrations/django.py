@@ -123,8 +123,8 @@ class SessionAuth:
     """Authentication from Django's session cookie and ``django.contrib.auth``.
 
     The cookie named ``settings.SESSION_COOKIE_NAME`` is looked up in the session engine and
-    its user loaded as ``request.user`` would be (the session hash checked, so a password
-    change signs the connection out at its next refresh). The ORM is called in Django's sync
+    its user loaded as ``request.user`` would be (``django.contrib.auth.get_user``: the
+    backend, and the session's hash against the password). The ORM is called in Django's sync
     thread (``sync_to_async``), with stale connections closed before and after, as in a
     request. `principal` (called in that thread, so it may query) turns the user into a
     `Principal`; without a login the connection is refused, unless `anonymous`.
