@@ -184,7 +184,7 @@ async def ws_client(
         aconnect_ws(
             server.http_url + path,
             http,
-            headers=headers or {},
+            headers=dict(headers or {}),  # (httpx-ws adds its handshake headers to it)
             subprotocols=list(subprotocols) or None,
             keepalive_ping_interval_seconds=None,
             session_class=AsyncWebSocketSession,

@@ -45,7 +45,7 @@ def layer_of(module: str) -> str | None:
         return "pipeline"
     if top == "backplanes":
         return "backplanes"
-    if top in ("asgi", "prometheus", "cli", "__main__"):
+    if top in ("asgi", "prometheus", "cli", "__main__", "integrations"):
         return "adapters"
     if top == "testing":
         return "testing"

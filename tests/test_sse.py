@@ -235,6 +235,7 @@ async def sse(
     since: Any = None,
     headers: dict[str, str] | None = None,
     method: str = "GET",
+    path: str = "/sse",
 ) -> AsyncIterator[Stream]:
     params: dict[str, str] = {}
     if token is not None:
@@ -243,7 +244,7 @@ async def sse(
         params["topics"] = ",".join(topics)
     if since is not None:
         params["since"] = since if isinstance(since, str) else json.dumps(since)
-    target = "/sse" + ("?" + urlencode(params) if params else "")
+    target = path + ("?" + urlencode(params) if params else "")
     request = h11.Request(
         method=method,
         target=target,

@@ -1,7 +1,8 @@
 """The WebSocket endpoint: a raw ASGI app speaking the liveupdates protocol.
 
 Mount it as a Starlette ``WebSocketRoute("/live", WebSocketEndpoint(hub))`` or with FastAPI's
-``app.add_websocket_route("/live", WebSocketEndpoint(hub))``; any ASGI server runs it.
+``app.router.add_websocket_route("/live", WebSocketEndpoint(hub))`` (or all the endpoints at
+once with `liveupdates.integrations.fastapi.mount`); any ASGI server runs it.
 """
 
 from __future__ import annotations
