@@ -34,7 +34,7 @@ from support import ws_client
 pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PUBLISHED_EXTRAS = {"redis", "prometheus", "starlette", "examples"}
+PUBLISHED_EXTRAS = {"redis", "prometheus", "postgres", "starlette", "examples", "cli"}
 
 
 def npm_version(pep440: str) -> str:
@@ -172,7 +172,7 @@ async def test_the_quickstart_commands_run_as_written_in_a_fresh_virtualenv(
 ) -> None:
     installs, serve = quickstart_commands()
     assert installs and all(command[:2] == ["pip", "install"] for command in installs)
-    assert serve == ["uvicorn", "quickstart:app"]
+    assert serve[:2] == ["uvicorn", "quickstart:app"]
     bin_ = fresh_venv(tmp_path / "venv")
     for command in installs:
         args = [str(dists.wheel) if arg == "liveupdates" else arg for arg in command[2:]]
@@ -181,6 +181,7 @@ async def test_the_quickstart_commands_run_as_written_in_a_fresh_virtualenv(
     server = AppProcess(
         serve[1],
         uvicorn=[str(bin_ / serve[0])],
+        args=serve[2:],  # as written (--ws-max-size)
         cwd=tmp_path,
         ready_path="/docs",
         log_dir=tmp_path,

@@ -14,6 +14,7 @@ from httpx_ws import WebSocketDisconnect, WebSocketNetworkError, WebSocketUpgrad
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from support import Client, UvicornThread, token_auth, ws_client
+from wsproto.utilities import LocalProtocolError
 
 from liveupdates import Everyone, Hub, Invalidate, Limits, Principal, Set, Topic, User
 from liveupdates.asgi import WebSocketEndpoint
@@ -197,8 +198,8 @@ async def test_message_flood_is_rate_limited(server: UvicornThread, witness: Cli
         try:
             for _ in range(200):
                 await client.send({"type": "ping"})
-        except (WebSocketDisconnect, WebSocketNetworkError):
-            pass  # the server closed while we were still sending
+        except (WebSocketDisconnect, WebSocketNetworkError, LocalProtocolError):
+            pass  # the server closed while we were still sending (wsproto: "REMOTE_CLOSING")
         assert await client.closed() == 4429
     await assert_still_serving(server, witness, "after flood")
 
