@@ -45,12 +45,14 @@ class Transport:
         self.all_subscribed = asyncio.Event()
         self.frames: list[list[str]] = []
         self.marker = ""  # the last event's key, as it appears in a frame
+        self.resynced = ""  # ...or a resync at the last event's offset (it absorbed the key)
         self.complete = 0
         self.done = asyncio.Event()
         self.closed = asyncio.Event()
 
-    def arm(self, marker: str) -> None:
+    def arm(self, marker: str, last_offset: int = 0) -> None:
         self.marker, self.complete, self.done = marker, 0, asyncio.Event()
+        self.resynced = f'"offset":{last_offset},"reason"'  # (a resync's fields, in order)
         for frames in self.frames:
             frames.clear()
 
@@ -82,7 +84,7 @@ class Transport:
                 while time.perf_counter() < end:
                     pass
             frames.append(text)
-            if self.marker in text:
+            if self.marker in text or (self.resynced in text and '"resync"' in text):
                 self.complete += 1
                 if self.complete == self.n:
                     self.done.set()
@@ -94,15 +96,21 @@ def keys_of(event: int) -> list[list[Any]]:
     return [["jobs", event], ["dashboard-stats"]]
 
 
-def check(transport: Transport, events: int) -> None:
-    """Every client got every key of the burst (merged or not)."""
+def check(transport: Transport, events: int) -> int:
+    """Every client got every key of the burst (merged or not), or a `resync` of the stream;
+    how many clients got a resync."""
     wanted = {json.dumps(key) for n in range(events) for key in keys_of(n)}
+    resyncs = 0
     for frames in transport.frames:
         got: set[str] = set()
         for frame in frames:
             for message in json.loads(frame):
-                got.update(json.dumps(key) for key in message["keys"])
+                if message["type"] == "resync":
+                    got, resyncs = wanted, resyncs + 1
+                elif message["type"] == "invalidate":
+                    got.update(json.dumps(key) for key in message["keys"])
         assert got == wanted, f"a client missed {sorted(wanted - got)[:5]}"
+    return resyncs
 
 
 async def measure(
@@ -125,15 +133,16 @@ async def measure(
             await socket.accept()
             sockets.append(socket)
         marker = json.dumps(["jobs", events - 1], separators=(",", ":"))
-        for _ in range(rounds):
+        for round in range(rounds):
             await asyncio.sleep(0.05)
-            transport.arm(marker)
+            transport.arm(marker, (round + 1) * events)  # (the memory backplane counts from 1)
             start = time.process_time()
             for event in range(events):
                 await hub.publish(Invalidate(keys_of(event)), to=Topic("jobs"))
             await transport.done.wait()
             cpu = time.process_time() - start
-            check(transport, events)
+            if resyncs := check(transport, events):
+                print(f"{resyncs} clients got a resync (their outbox overflowed)")
             frames = sum(map(len, transport.frames)) / n
             results["liveupdates"].append((cpu / (n * events), frames))
             await asyncio.sleep(0.05)
