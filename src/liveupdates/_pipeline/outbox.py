@@ -9,6 +9,13 @@ the newest position, which is always safe: a later refetch sees a later state):
   `resync` of that stream, which then absorbs that stream's later events until it is sent.
 
 Messages without a stream (control messages: `welcome`, `error`, `pong`...) are never merged.
+
+Merging is done once per stream, not once per connection: in a burst, every connection of a
+stream has the same invalidations pending. Each invalidation's keys are decoded once, on its
+shared message; merged keys live in a shared, append-only `_Run`, and each outbox holds an
+immutable `_Merged` view of its first keys. The first outbox to merge a message into a view
+keeps the result on that view, and the others holding it take the same one (`_merge`), whose
+text is rendered once. An outbox whose pending keys went another way merges into a copy.
 """
 
 from __future__ import annotations
