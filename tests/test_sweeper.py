@@ -92,3 +92,38 @@ async def test_connections_opened_together_are_not_pinged_together(anyio_backend
         pinged_per_pass.append(len(pinged))
     assert sum(pinged_per_pass) == 1000  # each one pinged once within half an interval
     assert max(pinged_per_pass) < 1000 / 4  # spread over about six passes, not one
+
+
+async def test_a_cohort_with_steady_traffic_is_pinged_evenly_over_the_interval(
+    anyio_backend: str,
+) -> None:
+    """Connections opened together, whose stream has an event every half second and whose
+    clients answer each ping at once: only the rule "heard nothing for an interval" pings them.
+    Their pings spread over the interval, as evenly as random draws spread them, from the first
+    interval on and every interval after (a jitter drawn once per connection kept classes of
+    the cohort in step: each connection at a fixed period of its own, rounded to whole passes,
+    up to a quarter of the cohort in one pass, interval after interval)."""
+    limits = Limits()
+    interval, n = limits.heartbeat_interval, 2000
+    conns = []
+    for i in range(n):
+        conn = Connection(str(i), Principal(user=None), "websocket", limits, 0.0)
+        conn.state = ConnectionState.OPEN
+        conn.streams.add("topic:jobs")
+        conns.append(conn)
+    per_pass, last_ping = [], dict.fromkeys(conns, 0.0)
+    longest = 0.0  # the longest a client went without a ping (its watchdog: 2 intervals)
+    for second in range(1, 8 * int(interval)):
+        now = float(second)
+        events = {"topic:jobs": now - 0.25}  # an event every half second
+        sweep_once(conns, limits, now, time.time(), events.__getitem__)
+        pinged = [conn for conn in conns if conn.outbox.drain() is not None]
+        for conn in pinged:
+            conn.last_sent = conn.last_received = now  # sent, and answered at once
+            longest = max(longest, now - last_ping[conn])
+            last_ping[conn] = now
+        per_pass.append(len(pinged))
+    assert longest <= interval + 1  # each one pinged at least every interval (and a pass)
+    even = n / (0.75 * interval)  # pings per pass, spread evenly (mean period: 3/4 interval)
+    assert max(per_pass) < 2.5 * even  # (in step: 1,222 of 5,000 in one pass, 6.5 x even)
+    assert max(per_pass[2 * int(interval) :]) < 1.75 * even

@@ -128,9 +128,10 @@ class Connection:
         self.since = time.time()
         self.last_received = self.last_sent = now
         self.pinged = now  # when the sweeper last pinged it (the last ping's reply, at least)
-        # how much sooner than the heartbeat rules say this connection is pinged: connections
+        # how much sooner than the heartbeat rules say this connection is next pinged, as a
+        # fraction of the most (see the sweeper): drawn anew for each ping, so that connections
         # opened together (after a deploy) are not pinged together, every interval
-        self.heartbeat_jitter = random.random() * limits.heartbeat_interval / 4
+        self.heartbeat_jitter = random.random()
         self.sending_since = 0.0  # when the send under way started; 0 when none
         self.scope = anyio.CancelScope()
         self.close_code: int | None = None
@@ -195,8 +196,9 @@ class Connection:
         self.last_received = now
 
     def pinged_at(self, now: float) -> None:
-        """The sweeper queued a `ping`."""
+        """The sweeper queued a `ping`; the next one gets a jitter of its own."""
         self.pinged = now
+        self.heartbeat_jitter = random.random()
 
     def warned_of_expiry(self) -> None:
         """The sweeper queued `expiring`: once per credential."""

@@ -9,6 +9,13 @@ the newest position, which is always safe: a later refetch sees a later state):
   `resync` of that stream, which then absorbs that stream's later events until it is sent.
 
 Messages without a stream (control messages: `welcome`, `error`, `pong`...) are never merged.
+
+Merging is done once per stream, not once per connection: in a burst, every connection of a
+stream has the same invalidations pending. Each invalidation's keys are decoded once, on its
+shared message; merged keys live in a shared, append-only `_Run`, and each outbox holds an
+immutable `_Merged` view of its first keys. The first outbox to merge a message into a view
+keeps the result on that view, and the others holding it take the same one (`_merge`), whose
+text is rendered once. An outbox whose pending keys went another way merges into a copy.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from ..protocol import Resync, ServerMessage, encode_message
 class Message:
     """One message ready for the wire. Event messages are shared by every receiving connection."""
 
-    __slots__ = ("_frame", "body", "epoch", "offset", "size", "slot", "stream", "text", "ts")
+    __slots__ = (
+        "_frame", "body", "epoch", "keys", "merged", "offset", "size", "slot", "stream", "text",
+        "ts",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -43,6 +53,9 @@ class Message:
         self.stream, self.epoch, self.offset = stream, epoch, offset
         self.slot, self.body, self.ts = slot, body, ts
         self._frame: str | None = None
+        # an invalidation's keys, decoded once (`_keys_of`), and its first merge (`_merge`)
+        self.keys: list[tuple[bytes, QueryKey]] | None = None
+        self.merged: tuple[Message, _Merged] | None = None
 
     @property
     def frame(self) -> str:
@@ -73,33 +86,102 @@ def event_message(
 _invalidate_decoder: Final = msgspec.json.Decoder(Invalidate)
 
 
-class _PendingInvalidate:
-    """Invalidations of one stream merged while pending: keys accumulate, rendered once."""
+def _keys_of(message: Message) -> list[tuple[bytes, QueryKey]]:
+    """The keys of an invalidation message, encoded each: decoded once per message."""
+    keys = message.keys
+    if keys is None:
+        decoded = _invalidate_decoder.decode(message.body).keys
+        keys = message.keys = [(encode_json(key), key) for key in decoded]
+    return keys
 
-    __slots__ = ("epoch", "keys", "offset", "size", "stream", "ts")
 
-    def __init__(self, first: Message) -> None:
-        self.stream = first.stream
-        self.keys: dict[bytes, QueryKey] = {}
-        self.size = len(first.text) - len(first.body)  # the position fields
-        self.epoch, self.offset, self.ts = first.epoch, first.offset, first.ts
-        self.add(first)
+class _Run:
+    """The keys of a run of invalidations of one stream, in first-seen order: append-only.
 
-    def add(self, message: Message) -> None:
-        self.epoch, self.offset, self.ts = message.epoch, message.offset, message.ts
-        for key in _invalidate_decoder.decode(message.body).keys:
-            encoded = encode_json(key)
-            if encoded not in self.keys:
-                self.keys[encoded] = key
-                self.size += len(encoded) + 1
+    Outboxes that merged the same invalidations share a run, each through a `_Merged` view of
+    its first keys; only the view of all its keys (its tail) extends it.
+    """
 
-    def render(self) -> str:
-        stream = self.stream or ""
-        body = encode_json(Invalidate(list(self.keys.values())))
-        prefix = position_prefix(stream, self.epoch)
-        return event_message(
-            prefix, stream, self.epoch, self.offset, body, INVALIDATE_SLOT, self.ts
-        ).text
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: dict[bytes, QueryKey]) -> None:
+        self.keys = keys
+
+
+class _Merged:
+    """Invalidations of one stream merged while pending: the first `count` keys of a `_Run`, at
+    the position of the newest. Never changes once made: the outboxes of every connection
+    that merged the same invalidations hold the same one, and its text is rendered once."""
+
+    __slots__ = (
+        "_frame", "_text", "count", "epoch", "merged", "offset", "run", "size", "stream", "ts",
+    )  # fmt: skip
+
+    def __init__(self, run: _Run, size: int, last: Message) -> None:
+        self.run, self.count, self.size = run, len(run.keys), size
+        self.stream, self.epoch, self.offset = last.stream, last.epoch, last.offset
+        self.ts = last.ts
+        self.merged: tuple[Message, _Merged] | None = None  # its next merge (`_merge`)
+        self._text: str | None = None
+        self._frame: str | None = None
+
+    @property
+    def text(self) -> str:
+        text = self._text
+        if text is None:
+            stream = self.stream or ""
+            keys = list(itertools.islice(self.run.keys.values(), self.count))
+            body = encode_json(Invalidate(keys))
+            prefix = position_prefix(stream, self.epoch)
+            text = self._text = event_message(
+                prefix, stream, self.epoch, self.offset, body, INVALIDATE_SLOT, self.ts
+            ).text
+        return text
+
+    @property
+    def frame(self) -> str:
+        if self._frame is None:
+            self._frame = "[" + self.text + "]"
+        return self._frame
+
+
+def _merge(old: Message | _Merged, message: Message) -> _Merged:
+    """`old` (pending) and the invalidation `message` merged: the union of their keys, at the
+    position of `message`.
+
+    Done once per stream, not per connection: the first merge of `old` with `message` is kept
+    on `old`, and every other outbox holding `old` that gets `message` takes the same result.
+    A merge extends the run of `old` in place when `old` holds all its keys (the usual case:
+    each message is merged once, by the first connection); an outbox whose pending keys went
+    another way (it fell behind, or joined) copies them into a run of its own.
+    """
+    memo = old.merged
+    if memo is not None and memo[0] is message:
+        return memo[1]
+    if isinstance(old, _Merged) and old.count == len(old.run.keys):
+        run, size = old.run, old.size  # the run holds exactly the keys of `old`: extend it
+    elif isinstance(old, _Merged):
+        run = _Run(dict(itertools.islice(old.run.keys.items(), old.count)))
+        size = old.size
+    else:
+        run = _Run({})
+        size = len(old.text) - len(old.body)  # the position fields
+        size += _add(run.keys, _keys_of(old))
+    size += _add(run.keys, _keys_of(message))
+    merged = _Merged(run, size, message)
+    if memo is None:
+        old.merged = message, merged
+    return merged
+
+
+def _add(keys: dict[bytes, QueryKey], new: list[tuple[bytes, QueryKey]]) -> int:
+    """Add `new` keys to `keys`; the bytes they add."""
+    added = 0
+    for encoded, key in new:
+        if encoded not in keys:
+            keys[encoded] = key
+            added += len(encoded) + 1
+    return added
 
 
 class _PendingResync:
@@ -109,8 +191,13 @@ class _PendingResync:
         self.stream, self.epoch, self.offset, self.reason = stream, epoch, offset, reason
         self.size = 100 + len(stream)
 
-    def render(self) -> str:
+    @property
+    def text(self) -> str:
         return encode_message(Resync(self.stream, self.epoch, self.offset, self.reason))
+
+    @property
+    def frame(self) -> str:
+        return "[" + self.text + "]"
 
 
 class OrderGuard:
@@ -129,7 +216,7 @@ class OrderGuard:
 
 
 _Key = tuple[str, str] | int
-_Item = Message | _PendingInvalidate | _PendingResync
+_Item = Message | _Merged | _PendingResync
 
 
 class Outbox:
@@ -207,11 +294,7 @@ class Outbox:
                 self.merged += 1
                 self._bytes -= old.size
                 if slot == INVALIDATE_SLOT and not isinstance(old, _PendingResync):
-                    pending = (
-                        old if isinstance(old, _PendingInvalidate) else _PendingInvalidate(old)
-                    )
-                    pending.add(message)
-                    item = pending
+                    item = _merge(old, message)
         items[key] = item
         self._bytes += item.size
         count = len(items)
@@ -276,10 +359,9 @@ class Outbox:
             return None
         if len(items) == 1:
             (only,) = items.values()
-            frame = only.frame if isinstance(only, Message) else "[" + only.render() + "]"
+            frame = only.frame  # (a message's, or merged invalidations': shared)
         else:
-            texts = [m.text if isinstance(m, Message) else m.render() for m in items.values()]
-            frame = "[" + ",".join(texts) + "]"
+            frame = "[" + ",".join([m.text for m in items.values()]) + "]"
         items.clear()
         self._resyncs.clear()
         self._bytes = 0

@@ -8,10 +8,16 @@ connections whose credential expired (`4440`), warns those whose credential expi
 straight to the sockets records once per event, not per connection) or heard nothing for a
 whole one: the client of
 a connection that receives events all the time still has a ping to answer, the sign of life that
-keeps it open (with the defaults, two chances before the 60 s timeout). Each connection is
-pinged up to a quarter of the interval sooner than these rules say (`heartbeat_jitter`, drawn
-when it opens), so that the connections opened together after a deploy are not pinged
-together, in one pass, every interval, and their pongs do not arrive in one burst. A pass
+keeps it open (with the defaults, two chances at least before the 60 s timeout).
+
+Each ping comes sooner than these rules say, by a jitter drawn anew for every ping
+(`Connection.heartbeat_jitter`): up to a quarter of the interval for the first rule, up to half
+of it for the second. So the connections opened together (after a deploy, or a benchmark's
+cohort) are not pinged together, in one pass, and their pongs do not arrive in one burst, among
+the traffic. A jitter drawn once per connection did not do it: each connection was then pinged
+at a fixed period of its own, rounded to whole passes, and whole classes of a cohort came due
+in the same pass, interval after interval (with steady traffic, up to a quarter of the cohort
+in one pass; now an even spread over the interval, see tests/test_sweeper.py). A pass
 looks at `BATCH` connections between two turns of the event loop, so that it never holds up the
 process for long.
 """
@@ -47,7 +53,8 @@ def sweep_once(
 ) -> None:
     """One pass over `conns` at monotonic time `now` and wall-clock time `wall`; `sent_at`
     tells when a stream's last event was fanned out (`Streams.sent_at`)."""
-    idle = limits.heartbeat_interval / 2
+    interval = limits.heartbeat_interval
+    idle = interval / 2
     for conn in conns:
         if conn.state is not ConnectionState.OPEN:
             continue
@@ -66,9 +73,10 @@ def sweep_once(
             ):
                 conn.warned_of_expiry()
                 conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
-            quiet = idle - conn.heartbeat_jitter  # (the jitter: up to a quarter of the interval)
+            jitter = conn.heartbeat_jitter * interval  # (drawn for each ping: 0 to interval)
+            quiet = idle - jitter / 4
             silent = now - max(conn.last_received, conn.pinged)
-            if silent >= quiet + idle or (
+            if silent >= interval - jitter / 2 or (
                 now - conn.last_sent >= quiet and now - _last_event(conn, sent_at) >= quiet
             ):
                 conn.pinged_at(now)
