@@ -1,5 +1,6 @@
 // Toasts for jobs that completed or failed, from the server's `job.finished` events. A burst
-// (a hundred jobs finishing) collapses into one summary toast instead of a wall of them.
+// (a hundred jobs finishing) collapses into one summary toast instead of a wall of them. They
+// sit in a dock below the page (style.css), never over it: no button is ever under a toast.
 import { useCallback, useState } from 'react'
 import { useLiveEvent } from './live.jsx'
 import { Link } from './router.jsx'
@@ -20,7 +21,7 @@ export function Toasts() {
   )
   useLiveEvent('job.finished', add)
   return (
-    <div className="toasts" aria-live="polite">
+    <div className="toasts" aria-live="polite" aria-label="Notifications">
       {toasts.map((t) => (
         <div key={t.key} className={`toast ${t.status}`} role={t.status === 'completed' ? 'status' : 'alert'}>
           {t.summary ? (

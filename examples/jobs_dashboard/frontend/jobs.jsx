@@ -12,8 +12,11 @@ export function ProgressBar({ done, total }) {
   return (
     <div className="progress" role="progressbar" aria-valuenow={percent} aria-valuemin={0} aria-valuemax={100}>
       <div className="fill" style={{ width: `${percent}%` }} />
-      <span className="count">
-        {done}/{total}
+      <span className="label">
+        <span className="count">
+          {done}/{total}
+        </span>
+        <span className="percent">{percent}%</span>
       </span>
     </div>
   )
@@ -32,21 +35,61 @@ export function useApiMutation(fn) {
   })
 }
 
+/**
+ * Cancel or retry, shown at once: the job changes in every cached list and on its page before
+ * the server answers (`change(job)`), and goes back as it was if the server refuses (the
+ * reason shows beside the button). The server's event then brings the real state.
+ */
+function useOptimisticAction(fn, change) {
+  const live = useLive()
+  const queryClient = useQueryClient()
+  return useMutation({
+    mutationFn: (job) => fn(job.id),
+    onMutate: async (job) => {
+      await queryClient.cancelQueries({ queryKey: ['jobs'] }) // an older answer must not land
+      const saved = queryClient.getQueriesData({ queryKey: ['jobs'] })
+      const patch = (j) => (j.id === job.id ? { ...j, ...change(j) } : j)
+      queryClient.setQueriesData({ queryKey: ['jobs', 'list'] }, (data) =>
+        data && { ...data, pages: data.pages.map((page) => ({ ...page, jobs: page.jobs.map(patch) })) },
+      )
+      queryClient.setQueryData(['jobs', job.id], (data) => data && patch(data))
+      return { saved }
+    },
+    onError: (_error, _job, context) => {
+      for (const [key, data] of context?.saved ?? []) queryClient.setQueryData(key, data)
+    },
+    onSettled: () => live.status === 'connected' || queryClient.invalidateQueries(),
+  })
+}
+
+const now = () => Date.now() / 1000
+const CANCELLED = () => ({ status: 'cancelled', message: 'cancelled', finished_at: now() })
+const RETRIED = (job) => ({
+  status: 'queued', message: 'queued', error: null, done: 0, attempt: job.attempt + 1,
+  started_at: null, finished_at: null,
+}) // prettier-ignore
+
 export function JobActions({ job }) {
-  const cancel = useApiMutation(api.cancel)
-  const retry = useApiMutation(api.retry)
+  const cancel = useOptimisticAction(api.cancel, CANCELLED)
+  const retry = useOptimisticAction(api.retry, RETRIED)
   const busy = cancel.isPending || retry.isPending
+  const error = cancel.error ?? retry.error
   return (
     <span className="actions">
       {(job.status === 'queued' || job.status === 'running') && (
-        <button type="button" disabled={busy} onClick={() => cancel.mutate(job.id)}>
+        <button type="button" disabled={busy} onClick={() => cancel.mutate(job)}>
           Cancel
         </button>
       )}
       {(job.status === 'failed' || job.status === 'cancelled') && (
-        <button type="button" disabled={busy} onClick={() => retry.mutate(job.id)}>
+        <button type="button" disabled={busy} onClick={() => retry.mutate(job)}>
           Retry
         </button>
+      )}
+      {error && !busy && (
+        <span className="action-error" role="alert">
+          {error.message}
+        </span>
       )}
     </span>
   )
