@@ -69,7 +69,7 @@ def create_app(
     # outbox table. With Redis, each web process runs one: a row is claimed by one of them.
     relay = OutboxRelay(
         f"sqlite:///{Path(settings.db_path).resolve()}", hub.backplane,
-        poll_interval=settings.relay_poll,
+        poll_interval=settings.relay_poll, lease=settings.relay_lease,
     )  # fmt: skip
     process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
     live_urls, live_endpoints = live_routes(hub)

@@ -26,6 +26,9 @@ class Settings:
     session_seconds: float = 8 * 3600
     page_size: int = 500  # jobs per page of the job list (the API's most)
     relay_poll: float = 0.05  # how often the web process's relay reads the outbox table
+    # How long a relay's claim on outbox rows lasts: the rows a killed web process's relay held
+    # wait this long for another relay (and its streams' later rows with them).
+    relay_lease: float = 5.0
     # the worker process (python -m examples.jobs_dashboard.worker)
     concurrency: int = 3  # jobs run at once by one worker
     step_seconds: float = 0.25  # time per item: the demo's speed
@@ -48,6 +51,7 @@ class Settings:
             session_seconds=float(env.get("JOBS_SESSION_SECONDS", default.session_seconds)),
             page_size=int(env.get("JOBS_PAGE_SIZE", default.page_size)),
             relay_poll=float(env.get("JOBS_RELAY_POLL", default.relay_poll)),
+            relay_lease=float(env.get("JOBS_RELAY_LEASE", default.relay_lease)),
             concurrency=int(env.get("JOBS_CONCURRENCY", default.concurrency)),
             step_seconds=float(env.get("JOBS_STEP_SECONDS", default.step_seconds)),
             failure_rate=float(env.get("JOBS_FAILURE_RATE", default.failure_rate)),
