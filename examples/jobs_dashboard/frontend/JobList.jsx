@@ -6,7 +6,7 @@
 import { useInfiniteQuery } from '@tanstack/react-query'
 import { memo, useEffect, useMemo, useState } from 'react'
 import { api } from './api.js'
-import { JobActions, ProgressBar, StatusBadge } from './jobs.jsx'
+import { JobActions, ProgressBar, StatusBadge, useShownJob } from './jobs.jsx'
 import { useMe, usePolling, useProgress } from './live.jsx'
 import { Link } from './router.jsx'
 
@@ -86,7 +86,8 @@ function useExpiryClock(jobs, ttl) {
   return now
 }
 
-const JobRow = memo(function JobRow({ job, owner }) {
+const JobRow = memo(function JobRow({ job: cached, owner }) {
+  const job = useShownJob(cached)
   const progress = useProgress(job)
   return (
     <li className={`job ${job.status}`} data-job-id={job.id} data-status={job.status}>
