@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -108,6 +109,28 @@ def test_session_cookies_are_signed_and_expire() -> None:
     assert Sessions(SECRET, -1).verify(Sessions(SECRET, -1).issue("alice")) is None  # expired
     assert sessions.verify(Sessions(SECRET, 3600).issue("mallory")) is None  # no such user
     assert sessions.verify("garbage") is None
+
+
+async def test_the_session_secret_is_made_once_and_kept_beside_the_database(
+    settings: Settings,
+) -> None:
+    """No JOBS_SECRET: a restart (another app on the same database) keeps everyone signed in."""
+    settings = replace(settings, secret=b"")
+    first = create_app(settings)
+    async with signed_in(first, "alice") as alice:
+        cookie = alice.cookies[COOKIE]
+    secret = Path(settings.db_path).parent / "secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 64
+    restarted = create_app(Settings.from_env({"JOBS_DB": settings.db_path}))
+    async with http_client(restarted) as client:
+        client.cookies.set(COOKIE, cookie)
+        assert (await client.get("/api/me")).json()["user"] == "alice"
+    elsewhere = create_app(
+        replace(settings, db_path=str(Path(settings.db_path).parent / "x" / "db"))
+    )
+    async with http_client(elsewhere) as client:  # another app's data: another secret
+        client.cookies.set(COOKIE, cookie)
+        assert (await client.get("/api/me")).status_code == 401
 
 
 async def test_only_admins_may_join_the_admin_topic(app: Starlette) -> None:
