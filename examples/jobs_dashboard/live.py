@@ -9,6 +9,7 @@ Query keys (TanStack Query's, matched by prefix):
 - ``["jobs"]``: the job list; ``["jobs", id]`` one job; ``["jobs", id, "history"]`` its
   progress history; ``["jobs", id, "progress"]`` its latest progress, written by `Set` events.
 - ``["stats"]``: the stats cards.
+- ``["workers"]``: the admins' table of worker processes.
 
 A job's events go to its owner's personal stream (all their tabs and devices) and to the
 ``admin`` topic, which only admins may join.
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from liveupdates import Event, Invalidate, Set, Target, ThrottleRule, Topic, User
+from liveupdates import Event, Invalidate, Set, Target, Topic, User
 from liveupdates.durable import write_event
 
 from .auth import ADMIN_TOPIC
@@ -46,15 +47,6 @@ class JobFinished(Event, tag="job.finished"):
     name: str
     status: str
     error: str | None
-
-
-def throttle_rules(window: float) -> list[ThrottleRule]:
-    """Progress of a job, and any one set of invalidated keys, at most about twice a window.
-
-    The first event of a window goes out at once, the newest held one when the window ends:
-    the final state always arrives. A burst of job changes costs one refetch per window.
-    """
-    return [ThrottleRule(window, type="set"), ThrottleRule(window, type="invalidate")]
 
 
 def audience(owner: str) -> list[Target]:
