@@ -41,12 +41,15 @@ class Progress(msgspec.Struct, frozen=True):
 
 
 class JobFinished(Event, tag="job.finished"):
-    """A job completed or failed: the owner's tabs show a toast."""
+    """A job completed or failed: the owner's tabs show a toast. The outbox delivers at least
+    once (a relay that dies mid-batch leaves rows another publishes again): the page shows one
+    toast per job and `attempt`, whatever the repeats."""
 
     id: int
     name: str
     status: str
     error: str | None
+    attempt: int
 
 
 def audience(owner: str) -> list[Target]:
@@ -60,7 +63,7 @@ def jobs_changed(c: sqlite3.Connection, jobs: Iterable[Job]) -> None:
         write_event(c, Invalidate([["jobs"], ["stats"]]), to=audience(owner))
     for job in jobs:
         if job.status in ("completed", "failed"):
-            event = JobFinished(job.id, job.name, job.status, job.error)
+            event = JobFinished(job.id, job.name, job.status, job.error, job.attempt)
             write_event(c, event, to=User(job.owner))
 
 

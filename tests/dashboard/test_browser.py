@@ -5,12 +5,17 @@ page of jobs, toasts that never cover a control, and a filter shared by the tabs
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Locator, Page, Request, Route, WebSocket, expect
+
+from examples.jobs_dashboard.live import JobFinished
+from liveupdates import User
+from liveupdates.durable import write_event
 
 from .helpers import Dashboard, not_reloaded, open_dashboard, row, screenshot, start_job, stat
 
@@ -312,3 +317,23 @@ def test_cancel_and_retry_show_at_once_and_go_back_if_refused(
     expect(job).to_have_attribute("data-status", "running")
     expect(stat(page, "cancelled")).to_have_text("0")
     assert not_reloaded(page)
+
+
+def test_a_job_finished_event_delivered_twice_shows_one_toast(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    """The outbox delivers at least once (a relay killed mid-batch leaves rows that another
+    publishes again): a repeated `job.finished` toasts once."""
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    start_job(page, "Once", items=2)
+    expect(page.locator(".toast", has_text="Once completed")).to_have_count(1)
+    job_id = int(row(page, "Once").get_attribute("data-job-id") or 0)
+    with sqlite3.connect(dashboard.settings.db_path) as c:  # the rows a relay publishes again
+        for event in (
+            JobFinished(job_id, "Once", "completed", None, 1),
+            JobFinished(job_id, "Once", "completed", None, 1),
+            JobFinished(job_id + 1, "Marker", "completed", None, 1),  # after the repeats
+        ):
+            write_event(c, event, to=User("alice"))
+    expect(page.locator(".toast", has_text="Marker completed")).to_have_count(1)
+    expect(page.locator(".toast", has_text="Once completed")).to_have_count(1)

@@ -11,13 +11,16 @@ const MAX_TOASTS = 3
 export function Toasts() {
   const [toasts, setToasts] = useState([])
   const dismiss = useCallback((key) => setToasts((ts) => ts.filter((t) => t.key !== key)), [])
+  const [seen] = useState(() => new Set()) // events are delivered at least once: toast once
   const add = useCallback(
     (event) => {
-      const key = `${event.stream}:${event.offset}`
+      const key = `${event.id}:${event.attempt}`
+      if (seen.has(key)) return
+      seen.add(key)
       setToasts((ts) => (ts.length < MAX_TOASTS ? [...ts, { key, ...event }] : summarize(ts, event, key)))
       setTimeout(() => dismiss(key), TOAST_MS)
     },
-    [dismiss],
+    [dismiss, seen],
   )
   useLiveEvent('job.finished', add)
   return (
