@@ -1,6 +1,7 @@
-"""``python -m examples.jobs_dashboard``: run the dashboard with uvicorn.
+"""``python -m examples.jobs_dashboard``: run the dashboard's web process with uvicorn.
 
 Options override the ``JOBS_*`` and ``LIVEUPDATES_BACKPLANE`` variables (see `settings.py`).
+Jobs run in the worker process, ``python -m examples.jobs_dashboard.worker``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ def main() -> None:
     )
     parser.add_argument("--db", dest="db_path", help="SQLite file (shared by every process)")
     parser.add_argument("--backplane", help="memory:// (default) or redis://host:6379/0")
-    parser.add_argument("--no-worker", dest="worker", action="store_false", default=None)
-    parser.add_argument("--step-seconds", type=float, help="time per item (the demo's speed)")
-    parser.add_argument("--failure-rate", type=float, help="chance that an item fails")
     args = vars(parser.parse_args())
     host, port, ws_max_size = args.pop("host"), args.pop("port"), args.pop("ws_max_size")
     overrides = {name: value for name, value in args.items() if value is not None}

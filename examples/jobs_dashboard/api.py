@@ -1,12 +1,15 @@
 """The REST API. Users see and act on their own jobs only; admins on every job.
 
-Reads go straight to the database. Writes run in a transaction and publish what changed once
-it has committed (`hub.transaction()`), so a browser that refetches sees the change.
+Reads go straight to the database. Writes run in a transaction that also writes the events
+describing the change into the outbox (`live`): the relay publishes them once committed, so a
+browser that refetches sees the change, and a process that dies right after its commit loses
+no event.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -21,7 +24,6 @@ from . import db, live
 from .auth import COOKIE, Session, Sessions, check_password
 from .db import Database
 from .settings import Settings
-from .worker import Worker
 
 T = TypeVar("T")
 
@@ -55,16 +57,16 @@ class Api:
         hub: Hub,
         database: Database,
         sessions: Sessions,
-        worker: Worker,
         settings: Settings,
+        process: str,
         live_urls: dict[str, str],
     ) -> None:
         self.live_urls = live_urls
         self.hub = hub
         self.db = database
         self.sessions = sessions
-        self.worker = worker
         self.settings = settings
+        self.process = process
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -79,6 +81,7 @@ class Api:
             Route("/api/jobs/{id:int}/retry", self.retry, methods=["POST"]),
             Route("/api/stats", self.stats),
             Route("/api/admin/connections", self.connections),
+            Route("/api/admin/workers", self.workers),
         ]
 
     def session(self, request: Request) -> Session:
@@ -91,6 +94,10 @@ class Api:
         """Whose jobs this request may see and touch: the user's, or everyone's (None)."""
         session = self.session(request)
         return None if session.admin else session.user
+
+    def admin(self, request: Request) -> None:
+        if not self.session(request).admin:
+            raise HTTPException(403, "admins only")
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -117,6 +124,9 @@ class Api:
                 "admin": session.admin,
                 "live": self.live_urls,
                 "finished_ttl_ms": int(self.settings.finished_ttl * 1000),
+                "page_size": self.settings.page_size,
+                "heartbeat_ms": int(self.settings.heartbeat_seconds * 1000),
+                "lease_ms": int(self.settings.lease_seconds * 1000),
                 "polling_after_ms": int(self.settings.polling_after * 1000),
                 "polling_ms": int(self.settings.polling_fallback * 1000),
             }
@@ -125,8 +135,29 @@ class Api:
     # -- jobs ---------------------------------------------------------------------------------
 
     async def list_jobs(self, request: Request) -> Response:
-        owner = self.scope(request)
-        return json(await self.db.read(lambda c: db.list_jobs(c, owner)))
+        """A page of jobs, newest first: ``?filter=active|failed|completed|all`` (all),
+        ``?before=<id>`` (the next page: older than that job), ``?limit=`` (up to
+        `page_size`). ``X-Total-Count`` says how many jobs the filter has, over every page."""
+        owner, query = self.scope(request), request.query_params
+        filter, ttl = query.get("filter", "all"), self.settings.finished_ttl
+        try:
+            before = int(query["before"]) if "before" in query else None
+            limit = min(int(query.get("limit", self.settings.page_size)), self.settings.page_size)
+        except ValueError:
+            raise HTTPException(400, "before and limit are whole numbers") from None
+        if limit < 1:
+            raise HTTPException(400, "limit is at least 1")
+
+        def read(c: sqlite3.Connection) -> tuple[list[db.Job], int]:
+            jobs = db.list_jobs(
+                c, owner, filter=filter, before=before, limit=limit, finished_ttl=ttl
+            )
+            return jobs, db.count_jobs(c, owner, filter=filter, finished_ttl=ttl)
+
+        jobs, total = await self.db.read(read)
+        response = json(jobs)
+        response.headers["X-Total-Count"] = str(total)
+        return response
 
     async def get_job(self, request: Request) -> Response:
         owner, job_id = self.scope(request), request.path_params["id"]
@@ -145,28 +176,33 @@ class Api:
         user = self.session(request).user
         new = await body(request, NewJobs)
         fail_at = max(1, new.items // 2) if new.fail else None
-        async with self.hub.transaction() as tx:
-            jobs = await self.db.write(
-                lambda c: db.create_jobs(c, user, new.name, new.items, fail_at, new.count)
-            )
-            live.jobs_changed(tx, jobs)
-        self.worker.wake()
-        return json(jobs, 201)
+
+        def create(c: sqlite3.Connection) -> list[db.Job]:
+            jobs = db.create_jobs(c, user, new.name, new.items, fail_at, new.count)
+            live.jobs_changed(c, jobs)  # committed with the jobs; the relay publishes it
+            return jobs
+
+        return json(await self.db.write(create), 201)
 
     async def cancel(self, request: Request) -> Response:
         owner, job_id = self.scope(request), request.path_params["id"]
-        async with self.hub.transaction() as tx:
-            job = await self.db.write(lambda c: db.cancel(c, job_id, owner))
-            live.jobs_changed(tx, [job])
-        return json(job)
+
+        def cancel(c: sqlite3.Connection) -> db.Job:
+            job = db.cancel(c, job_id, owner)
+            live.jobs_changed(c, [job])
+            return job
+
+        return json(await self.db.write(cancel))
 
     async def retry(self, request: Request) -> Response:
         owner, job_id = self.scope(request), request.path_params["id"]
-        async with self.hub.transaction() as tx:
-            job = await self.db.write(lambda c: db.retry(c, job_id, owner))
-            live.jobs_changed(tx, [job])
-        self.worker.wake()
-        return json(job)
+
+        def retry(c: sqlite3.Connection) -> db.Job:
+            job = db.retry(c, job_id, owner)
+            live.jobs_changed(c, [job])
+            return job
+
+        return json(await self.db.write(retry))
 
     async def stats(self, request: Request) -> Response:
         owner = self.scope(request)
@@ -174,8 +210,13 @@ class Api:
 
     async def connections(self, request: Request) -> Response:
         """Live connections per process: this one's hub now, the others' last reports."""
-        if not self.session(request).admin:
-            raise HTTPException(403, "admins only")
+        self.admin(request)
         processes = await self.db.read(lambda c: db.live_connections(c, fresh=10))
-        processes[self.worker.id] = self.hub.stats().connections
+        processes[self.process] = self.hub.stats().connections
         return json({"connections": sum(processes.values()), "processes": processes})
+
+    async def workers(self, request: Request) -> Response:
+        """The worker processes' health: last heartbeat, jobs held, stopped or not."""
+        self.admin(request)
+        workers = await self.db.read(db.workers)
+        return json({"now": time.time(), "workers": workers})

@@ -1,13 +1,18 @@
-"""The live jobs dashboard: a Starlette app, its hub, its worker and its pages.
+"""The live jobs dashboard's web process: a Starlette app, its hub, its outbox relay, its pages.
 
-Run it with ``bash scripts/demo.sh``, ``python -m examples.jobs_dashboard``, or
+Run it with ``bash scripts/demo.sh`` (which starts the worker process too),
+``python -m examples.jobs_dashboard``, or
 ``uvicorn --factory --ws-max-size 131072 examples.jobs_dashboard.app:create_app`` (settings
-from ``JOBS_*`` variables, see `settings.py`). docs/jobs-dashboard.md walks through it.
+from ``JOBS_*`` variables, see `settings.py`), and the worker with
+``python -m examples.jobs_dashboard.worker``. docs/jobs-dashboard.md walks through it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,16 +27,16 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from liveupdates import BackplaneError, Hub
+from liveupdates import Hub
 from liveupdates.asgi import SSEEndpoint, WebSocketEndpoint, client_files
 from liveupdates.backplanes import Backplane
+from liveupdates.durable import OutboxRelay
 
-from . import db, live
+from . import db
 from .api import Api, json
 from .auth import Sessions, authorize
 from .db import Conflict, Database, NotFound
 from .settings import Settings
-from .worker import Worker
 
 logger = logging.getLogger("jobs_dashboard")
 STATIC = Path(__file__).parent / "static"
@@ -45,7 +50,8 @@ class Services:
     settings: Settings
     db: Database
     hub: Hub
-    worker: Worker
+    relay: OutboxRelay
+    process: str  # this process's name among those sharing the database
 
 
 def create_app(
@@ -55,23 +61,24 @@ def create_app(
     settings = settings or Settings.from_env()
     database = Database(settings.db_path)
     database.setup()
-    sessions = Sessions(settings.secret, settings.session_seconds)
+    sessions = Sessions(settings.session_secret(), settings.session_seconds)
     hub = Hub(
-        backplane or settings.backplane,
-        authenticate=sessions.authenticate,
-        authorize=authorize,
-        throttle=live.throttle_rules(settings.progress_window),
+        backplane or settings.backplane, authenticate=sessions.authenticate, authorize=authorize
     )
-    worker = Worker(database, hub, settings)
+    # Publishes the events that every process (this one, the workers) committed into the
+    # outbox table. With Redis, each web process runs one: a row is claimed by one of them.
+    relay = OutboxRelay(
+        f"sqlite:///{Path(settings.db_path).resolve()}", hub.backplane,
+        poll_interval=settings.relay_poll, lease=settings.relay_lease,
+    )  # fmt: skip
+    process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
     live_urls, live_endpoints = live_routes(hub)
-    api = Api(hub, database, sessions, worker, settings, live_urls)
+    api = Api(hub, database, sessions, settings, process, live_urls)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with hub, anyio.create_task_group() as tasks:
-            if settings.worker:
-                tasks.start_soon(worker.run)
-            tasks.start_soon(report_connections, database, hub, worker.id)
+        async with hub, relay, anyio.create_task_group() as tasks:  # the relay stops first
+            tasks.start_soon(report_connections, database, hub, process)
             yield
             tasks.cancel_scope.cancel()
 
@@ -82,10 +89,10 @@ def create_app(
             HTTPException: error,
             NotFound: error,
             Conflict: error,
-            BackplaneError: backplane_unavailable,
+            ValueError: error,
         },
     )
-    app.state.services = Services(settings, database, hub, worker)
+    app.state.services = Services(settings, database, hub, relay, process)
     return app
 
 
@@ -126,28 +133,10 @@ async def error(request: Request, exc: Exception) -> Response:
             return json({"error": exc.detail}, exc.status_code)
         case NotFound():  # not yours, or not there: the same answer
             return json({"error": "no such job"}, 404)
+        case ValueError():  # a bad query parameter
+            return json({"error": str(exc)}, 400)
         case _:
             return json({"error": str(exc)}, 409)
-
-
-UNAVAILABLE = (
-    "Saved, but live updates are unavailable for a moment (the backplane, Redis, did not "
-    "answer). The update may still have gone out; if not, every page catches up by itself "
-    "once it is back. There is no need to do this again."
-)
-
-
-async def backplane_unavailable(request: Request, exc: Exception) -> Response:
-    """503 when a change was committed but publishing its events failed (Redis is down).
-
-    Every write publishes after its commit (`hub.transaction()`): the change is saved. The
-    publish may still have happened (it timed out after Redis got it), and resending an
-    invalidation is harmless; but nobody needs to, nor to repeat the request (which would
-    repeat the change): once the backplane is back, the hub tells the clients of every stream
-    it could not reach to refetch (a resync).
-    """
-    logger.warning("%s %s: saved, but not published: %s", request.method, request.url.path, exc)
-    return json({"error": UNAVAILABLE}, 503)  # (no Retry-After: nothing to retry)
 
 
 async def report_connections(database: Database, hub: Hub, process: str) -> None:

@@ -1,14 +1,20 @@
 """Jobs in SQLite: the schema, the queries, and a runner that keeps them off the event loop.
 
 Queries are plain functions of a `sqlite3.Connection`. `Database.write(fn)` runs one in a
-worker thread inside ``BEGIN IMMEDIATE ... COMMIT`` (or rolls back if it raises), so that::
+worker thread inside ``BEGIN IMMEDIATE ... COMMIT`` (or rolls back if it raises). The events
+that tell browsers about a change are written in the same transaction, into the outbox table
+(`liveupdates.durable`), and a relay publishes them once committed::
 
-    async with hub.transaction() as tx:
-        job = await db.write(lambda c: cancel(c, job_id, owner))  # committed when this returns
-        live.job_changed(tx, job)                                  # published after the commit
+    def cancel(c: sqlite3.Connection) -> Job:
+        job = db.cancel(c, job_id, owner)
+        live.jobs_changed(c, [job])  # the event: committed with the change, or not at all
+        return job
 
-Several processes may share the file (WAL mode): a job is run by the worker that claimed it,
-and a claim whose lease ran out (its process died) is taken over.
+    job = await database.write(cancel)  # committed when this returns
+
+Several processes share the file (WAL mode): web processes, and worker processes that claim
+jobs with a lease renewed at every item; a job whose worker died is taken over when its lease
+runs out.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import TypeVar
 
 import anyio.to_thread
 import msgspec
+
+from liveupdates.durable import create_outbox_table
 
 T = TypeVar("T")
 
@@ -59,10 +67,27 @@ CREATE TABLE IF NOT EXISTS processes (
     connections INTEGER NOT NULL,
     seen_at     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS workers (
+    id          TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    seen_at     REAL NOT NULL,                   -- its last heartbeat
+    stopped_at  REAL                             -- a clean stop; a killed worker never says
+);
 """
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
+# The job list's filters: the WHERE clause of each, `?` the oldest finished_at still "active".
+FILTERS = {
+    "active": "(status IN ('queued', 'running') OR finished_at > ?)",
+    "failed": "status = 'failed'",
+    "completed": "status = 'completed'",
+    "all": "1",
+}
+PAGE = 500  # jobs per page of the list, at most
 COLUMNS = (
     "id, owner, name, status, done, total, message, error, attempt, rev, worker, "
     "created_at, started_at, finished_at"
@@ -104,6 +129,20 @@ class Stats(msgspec.Struct, frozen=True):
     failed: int
     cancelled: int
     items: int  # items processed, over every job
+
+
+class Worker(msgspec.Struct, frozen=True):
+    """A worker process as the admin page shows it: its heartbeat, and the jobs it holds."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: float
+    seen_at: float  # the last heartbeat
+    stopped_at: float | None  # None: running, or killed (then `seen_at` gets old)
+    jobs: int  # running jobs it holds, lease still valid
+    expired: int  # running jobs it held when its lease ran out (it died): others resume them
 
 
 class NotFound(Exception):
@@ -158,12 +197,45 @@ def get_job(c: sqlite3.Connection, job_id: int, owner: str | None = None) -> Job
     return job
 
 
-def list_jobs(c: sqlite3.Connection, owner: str | None, limit: int = 1000) -> list[Job]:
-    """The newest jobs of `owner` (of everyone when None)."""
-    where, params = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
-    sql = f"SELECT {COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"
+def _where(owner: str | None, filter: str, finished_ttl: float) -> tuple[str, list[object]]:
+    if filter not in FILTERS:
+        raise ValueError(f"unknown filter {filter!r}")
+    clauses, params = [FILTERS[filter]], list[object]()
+    if filter == "active":
+        params.append(time.time() - finished_ttl)
+    if owner is not None:
+        clauses.append("owner = ?")
+        params.append(owner)
+    return " AND ".join(clauses), params
+
+
+def list_jobs(
+    c: sqlite3.Connection,
+    owner: str | None,
+    *,
+    filter: str = "all",
+    before: int | None = None,
+    limit: int = PAGE,
+    finished_ttl: float = 0.0,
+) -> list[Job]:
+    """A page of the newest jobs of `owner` (of everyone when None) that pass `filter`: the
+    `limit` newest, or the `limit` newest older than job `before` (the next page)."""
+    where, params = _where(owner, filter, finished_ttl)
+    if before is not None:
+        where += " AND id < ?"
+        params.append(before)
+    sql = f"SELECT {COLUMNS} FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?"
     rows = c.execute(sql, (*params, limit))
     return [Job(**dict(row)) for row in rows]
+
+
+def count_jobs(
+    c: sqlite3.Connection, owner: str | None, *, filter: str = "all", finished_ttl: float = 0.0
+) -> int:
+    """How many jobs `list_jobs` pages through."""
+    where, params = _where(owner, filter, finished_ttl)
+    (count,) = c.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()
+    return int(count)
 
 
 def history(c: sqlite3.Connection, job_id: int) -> list[Point]:
@@ -276,9 +348,44 @@ def finish(c: sqlite3.Connection, job: Job, error: str | None) -> Job | None:
     return finished
 
 
-def release(c: sqlite3.Connection, worker: str) -> None:
-    """Give up our running jobs at once (clean shutdown): another process may resume them."""
-    c.execute("UPDATE jobs SET lease_until = 0 WHERE status = 'running' AND worker = ?", (worker,))
+def release(c: sqlite3.Connection, worker: str) -> list[Job]:
+    """Give up our running jobs at once (clean shutdown): another worker may resume them."""
+    rows = c.execute(
+        f"UPDATE jobs SET lease_until = 0, rev = rev + 1, message = 'waiting for a worker'"
+        f" WHERE status = 'running' AND worker = ? RETURNING {COLUMNS}",
+        (worker,),
+    )
+    return [Job(**dict(row)) for row in rows]
+
+
+def heartbeat(c: sqlite3.Connection, worker: str, host: str, pid: int, concurrency: int) -> None:
+    """A worker is alive (its first heartbeat registers it)."""
+    now = time.time()
+    c.execute(
+        "INSERT INTO workers (id, host, pid, concurrency, started_at, seen_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+        (worker, host, pid, concurrency, now, now),
+    )
+
+
+def worker_stopped(c: sqlite3.Connection, worker: str, keep: float = 3600.0) -> None:
+    """A worker stopped cleanly; the workers not seen for `keep` seconds are forgotten."""
+    now = time.time()
+    c.execute("UPDATE workers SET stopped_at = ?, seen_at = ? WHERE id = ?", (now, now, worker))
+    c.execute("DELETE FROM workers WHERE seen_at < ?", (now - keep,))
+
+
+def workers(c: sqlite3.Connection) -> list[Worker]:
+    """Every worker seen in the last hour, newest first, with the jobs it holds."""
+    rows = c.execute(
+        "SELECT w.id, w.host, w.pid, w.concurrency, w.started_at, w.seen_at, w.stopped_at,"
+        " count(j.id) FILTER (WHERE j.lease_until >= ?) AS jobs,"
+        " count(j.id) FILTER (WHERE j.lease_until < ?) AS expired"
+        " FROM workers w LEFT JOIN jobs j ON j.worker = w.id AND j.status = 'running'"
+        " WHERE w.seen_at > ? GROUP BY w.id ORDER BY w.started_at DESC",
+        (time.time(), time.time(), time.time() - 3600),
+    )
+    return [Worker(**dict(row)) for row in rows]
 
 
 def report_process(c: sqlite3.Connection, process: str, connections: int) -> None:
@@ -319,6 +426,7 @@ class Database:
         with self._connect() as c:
             c.execute("PRAGMA journal_mode = WAL")
             c.executescript(SCHEMA)
+            create_outbox_table(c)  # the events, written in the transactions of the changes
 
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, timeout=10, isolation_level=None)

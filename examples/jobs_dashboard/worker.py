@@ -1,28 +1,37 @@
-"""The background worker: claims queued jobs and runs them item by item, with real progress.
+"""The worker: a process of its own that claims queued jobs and runs them item by item.
 
-It runs as a task of the app's lifespan. Several processes may each run one: a job is claimed
-in the database (with a lease renewed at every item), so it runs once; a job whose process
-died is taken over when its lease runs out, and one whose process stopped cleanly at once.
-Every change is published after its transaction commits.
+    python -m examples.jobs_dashboard.worker       (scripts/demo.sh and run_two.sh start it)
+
+It never talks to the hub. Each step is one SQLite transaction that writes the job's progress
+and the events that describe it (`live`, through the outbox); the web processes' relays
+publish them once committed. So a worker killed at any moment loses no event: what it
+committed is published, what it did not commit never happened.
+
+Jobs are claimed with a lease, renewed at every item: several workers may run, a job runs on
+one of them, and the job of a worker that died is resumed by another (or the next) worker
+where it stopped once its lease runs out. A worker stopped cleanly (SIGTERM, Ctrl-C) hands its
+jobs over at once. Every `heartbeat_seconds` it writes that it is alive, for the admin page.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import os
 import random
 import secrets
+import signal
 import socket
+import sqlite3
 
 import anyio
-
-from liveupdates import Hub
 
 from . import db, live
 from .db import Database, Job
 from .settings import Settings
 
-logger = logging.getLogger("jobs_dashboard")
+logger = logging.getLogger("jobs_dashboard.worker")
 
 ERRORS = (
     "upstream timed out after 30 s",
@@ -39,49 +48,67 @@ def process_id() -> str:
 
 class Worker:
     def __init__(
-        self, database: Database, hub: Hub, settings: Settings, rng: random.Random | None = None
+        self, database: Database, settings: Settings, rng: random.Random | None = None
     ) -> None:
         self.db = database
-        self.hub = hub
         self.settings = settings
         self.rng = rng or random.Random()
         self.id = process_id()
-        self._wake = anyio.Event()
-
-    def wake(self) -> None:
-        """A job was queued in this process: look now rather than at the next poll."""
-        self._wake.set()
 
     async def run(self) -> None:
         """Run jobs, `concurrency` at a time, until cancelled; then hand ours over."""
         slots = anyio.Semaphore(self.settings.concurrency)
+        await self._beat(started=True)
+        logger.info("worker %s started (%d at a time)", self.id, self.settings.concurrency)
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat)
                 while True:
                     await slots.acquire()
                     claimed = await self._claim()
                     if claimed is None:
                         slots.release()
-                        await self._idle()
+                        await anyio.sleep(self.settings.poll_seconds)
                     else:
                         tg.start_soon(self._run_job, *claimed, slots)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.db.write(lambda c: db.release(c, self.id))
+                await self.db.write(self._stopped)
+                logger.info("worker %s stopped, its jobs handed over", self.id)
 
-    async def _idle(self) -> None:
-        with anyio.move_on_after(self.settings.poll_seconds):
-            await self._wake.wait()
-        self._wake = anyio.Event()
+    def _stopped(self, c: sqlite3.Connection) -> None:
+        live.jobs_changed(c, db.release(c, self.id))
+        db.worker_stopped(c, self.id)
+        live.workers_changed(c)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self._beat()
+            except Exception:  # the database is busy or gone: the admin page shows it late
+                logger.exception("cannot write the heartbeat")
+
+    async def _beat(self, *, started: bool = False) -> None:
+        def beat(c: sqlite3.Connection) -> None:
+            host, pid = socket.gethostname(), os.getpid()
+            db.heartbeat(c, self.id, host, pid, self.settings.concurrency)
+            if started:
+                live.workers_changed(c)
+
+        await self.db.write(beat)
 
     async def _claim(self) -> tuple[Job, int | None] | None:
+        lease = self.settings.lease_seconds
+
+        def claim(c: sqlite3.Connection) -> tuple[Job, int | None] | None:
+            claimed = db.claim(c, self.id, lease)
+            if claimed is not None:
+                live.jobs_changed(c, [claimed[0]])
+            return claimed
+
         try:
-            async with self.hub.transaction() as tx:
-                lease = self.settings.lease_seconds
-                claimed = await self.db.write(lambda c: db.claim(c, self.id, lease))
-                if claimed is not None:
-                    live.jobs_changed(tx, [claimed[0]])
-                return claimed
+            return await self.db.write(claim)
         except Exception:
             logger.exception("cannot claim a job")
             return None
@@ -117,14 +144,51 @@ class Worker:
     async def _advance(self, job: Job, item: int) -> Job | None:
         message = f"processing item {item} of {job.total}"
         lease = self.settings.lease_seconds
-        async with self.hub.transaction() as tx:
-            advanced = await self.db.write(lambda c: db.advance(c, job, item, message, lease))
+
+        def advance(c: sqlite3.Connection) -> Job | None:
+            advanced = db.advance(c, job, item, message, lease)
             if advanced is not None:
-                live.job_progressed(tx, advanced)
-        return advanced
+                live.job_progressed(c, advanced)
+            return advanced
+
+        return await self.db.write(advance)
 
     async def _finish(self, job: Job, error: str | None) -> None:
-        async with self.hub.transaction() as tx:
-            finished = await self.db.write(lambda c: db.finish(c, job, error))
+        def finish(c: sqlite3.Connection) -> None:
+            finished = db.finish(c, job, error)
             if finished is not None:
-                live.jobs_changed(tx, [finished])
+                live.jobs_changed(c, [finished])
+
+        await self.db.write(finish)
+
+
+async def serve(settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT (then hand its jobs over and return)."""
+    database = Database(settings.db_path)
+    database.setup()
+    worker = Worker(database, settings)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                logger.info("worker %s: %s, stopping", worker.id, signum.name)
+                break
+        tg.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.jobs_dashboard.worker", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--db", dest="db_path", help="SQLite file (the web processes' one)")
+    parser.add_argument("--concurrency", type=int, help="jobs run at once")
+    parser.add_argument("--step-seconds", type=float, help="time per item (the demo's speed)")
+    parser.add_argument("--failure-rate", type=float, help="chance that an item fails (0: never)")
+    overrides = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
+    settings = dataclasses.replace(Settings.from_env(), **overrides)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    anyio.run(serve, settings)
+
+
+if __name__ == "__main__":
+    main()

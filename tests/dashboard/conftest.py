@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 from starlette.applications import Starlette
 
 from examples.jobs_dashboard.app import create_app
+from examples.jobs_dashboard.db import Database
 from examples.jobs_dashboard.settings import Settings
+from examples.jobs_dashboard.worker import Worker
 
 from .helpers import ROOT, Dashboard, fast_settings
 
@@ -23,15 +26,18 @@ from .helpers import ROOT, Dashboard, fast_settings
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return fast_settings(tmp_path, step_seconds=0.002, progress_window=0.02)
+    return fast_settings(tmp_path, step_seconds=0.002, relay_poll=0.01)
 
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    """The app with its lifespan running (hub and worker), on the test's event loop."""
+    """The app with its lifespan running (hub and relay), and a worker, on the test's event
+    loop (the worker talks to the database only, as its own process does)."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app), anyio.create_task_group() as tasks:
+        tasks.start_soon(Worker(Database(settings.db_path), settings).run)
         yield app
+        tasks.cancel_scope.cancel()
 
 
 # -- the app over uvicorn, and Chromium (browser tests) -------------------------------------
@@ -52,13 +58,13 @@ def start_dashboard(frontend: None, tmp_path: Path) -> Iterator[Callable[..., Da
     started: list[Dashboard] = []
 
     def start(**overrides: Any) -> Dashboard:
-        dashboard = Dashboard(fast_settings(tmp_path, **overrides))
+        dashboard = Dashboard(fast_settings(tmp_path, **overrides), tmp_path)
         started.append(dashboard)
         return dashboard
 
     yield start
     for dashboard in started:
-        dashboard.server.stop()
+        dashboard.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,9 +18,10 @@ from redis_server import RedisServer
 from starlette.applications import Starlette
 
 from examples.jobs_dashboard import db
-from examples.jobs_dashboard.app import UNAVAILABLE, create_app
+from examples.jobs_dashboard.app import create_app
 from examples.jobs_dashboard.auth import COOKIE, Sessions
 from examples.jobs_dashboard.settings import Settings
+from examples.jobs_dashboard.worker import Worker
 from liveupdates.backplanes import MemoryBackplane, Publication
 from liveupdates.testing.websocket import AsgiWebSocket, connect_asgi
 
@@ -109,6 +111,28 @@ def test_session_cookies_are_signed_and_expire() -> None:
     assert sessions.verify("garbage") is None
 
 
+async def test_the_session_secret_is_made_once_and_kept_beside_the_database(
+    settings: Settings,
+) -> None:
+    """No JOBS_SECRET: a restart (another app on the same database) keeps everyone signed in."""
+    settings = replace(settings, secret=b"")
+    first = create_app(settings)
+    async with signed_in(first, "alice") as alice:
+        cookie = alice.cookies[COOKIE]
+    secret = Path(settings.db_path).parent / "secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 64
+    restarted = create_app(Settings.from_env({"JOBS_DB": settings.db_path}))
+    async with http_client(restarted) as client:
+        client.cookies.set(COOKIE, cookie)
+        assert (await client.get("/api/me")).json()["user"] == "alice"
+    elsewhere = create_app(
+        replace(settings, db_path=str(Path(settings.db_path).parent / "x" / "db"))
+    )
+    async with http_client(elsewhere) as client:  # another app's data: another secret
+        client.cookies.set(COOKIE, cookie)
+        assert (await client.get("/api/me")).status_code == 401
+
+
 async def test_only_admins_may_join_the_admin_topic(app: Starlette) -> None:
     for user, allowed in (("bob", False), ("admin", True)):
         async with live(app, user) as ws:
@@ -156,7 +180,6 @@ class Spy(MemoryBackplane):
 
 
 async def test_every_change_is_published_after_its_transaction_commits(settings: Settings) -> None:
-    settings = replace(settings, worker=False, progress_window=0.001)
     db.Database(settings.db_path).setup()
     spy = Spy(settings.db_path)
     app = create_app(settings, backplane=spy)
@@ -182,13 +205,13 @@ async def test_every_change_is_published_after_its_transaction_commits(settings:
 
 @pytest.mark.redis
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis.asyncio
-async def test_a_change_saved_while_redis_is_down_is_answered_503_and_resynced_later(
+async def test_a_change_saved_while_redis_is_down_is_published_once_it_is_back(
     settings: Settings, own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The change is committed, its publish fails: 503 with a message that says it was saved
-    and need not be repeated; once Redis is back the user's pages are told to refetch."""
+    """The change and its event are committed together: the request succeeds while Redis is
+    down, the relay logs and retries, and once Redis is back the event reaches the page."""
     url = own_redis_server.backplane_url(prefix="dash", health_check_interval=0.1, timeout=0.5)
-    app = create_app(replace(settings, worker=False, backplane=url))
+    app = create_app(replace(settings, backplane=url))
     hub = services(app).hub
     async with (
         app.router.lifespan_context(app),
@@ -199,19 +222,31 @@ async def test_a_change_saved_while_redis_is_down_is_answered_503_and_resynced_l
         with anyio.fail_after(10):
             while hub.backplane.connected:  # type: ignore[attr-defined]  # noqa: ASYNC110
                 await anyio.sleep(0.01)
-        refused = await alice.post("/api/jobs", json={"name": "while down", "items": 5})
-        assert refused.status_code == 503
-        assert "Retry-After" not in refused.headers
-        assert refused.json() == {"error": UNAVAILABLE}
-        assert UNAVAILABLE.startswith("Saved, but live updates are unavailable")
-        assert "no need to do this again" in UNAVAILABLE
-        assert "POST /api/jobs: saved, but not published" in caplog.text
+        saved = await alice.post("/api/jobs", json={"name": "while down", "items": 5})
+        assert saved.status_code == 201
         jobs = (await alice.get("/api/jobs")).json()
-        assert [job["name"] for job in jobs] == ["while down"]  # saved
+        assert [job["name"] for job in jobs] == ["while down"]
+        relay = services(app).relay
+        with anyio.fail_after(10):
+            await relay.wait_for(lambda stats: stats.errors > 0)
+        assert "outbox relay (liveupdates_outbox): " in caplog.text
+        with sqlite3.connect(settings.db_path) as c:  # user:alice and topic:admin, kept
+            assert c.execute("SELECT count(*) FROM liveupdates_outbox").fetchone() == (2,)
 
         own_redis_server.start()
-        with anyio.fail_after(10):  # alice's pages refetch her jobs
-            await ws.receive_until(lambda m: (m["type"], m["stream"]) == ("resync", "user:alice"))
+        with anyio.fail_after(15):  # the relay publishes the rows, then deletes them
+            await relay.wait_for(lambda stats: stats.published >= 2 and stats.pending == 0)
+        with sqlite3.connect(settings.db_path) as c:
+            assert c.execute("SELECT count(*) FROM liveupdates_outbox").fetchone() == (0,)
+        # alice's page hears of it: the event itself, or (when it reached Redis before this
+        # process listened again to the restarted server) a resync of her stream
+        with anyio.fail_after(15):
+            await ws.receive_until(
+                lambda m: (
+                    (m["type"], m.get("keys")) == ("invalidate", [["jobs"], ["stats"]])
+                    or (m["type"], m["stream"]) == ("resync", "user:alice")
+                )
+            )
 
 
 # -- the worker -----------------------------------------------------------------------------
@@ -255,12 +290,32 @@ async def test_a_job_flagged_to_fail_fails_half_way_with_its_error(app: Starlett
 async def test_random_failures_follow_the_failure_rate(
     settings: Settings, settings_overrides: dict[str, Any]
 ) -> None:
-    app = create_app(replace(settings, **settings_overrides))
-    async with app.router.lifespan_context(app), live(app, "bob") as ws:
+    settings = replace(settings, **settings_overrides)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        live(app, "bob") as ws,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(Worker(db.Database(settings.db_path), settings).run)
         async with signed_in(app, "bob") as bob:
             job = (await bob.post("/api/jobs", json={"items": 10})).json()[0]
         event = (await until(ws, finished(job["id"])))[-1]
         assert event["status"] == "failed" and event["error"].startswith("item 1: ")
+        tg.cancel_scope.cancel()
+
+
+async def test_random_failures_are_off_by_default(app: Starlette) -> None:
+    assert Settings().failure_rate == Settings.from_env({}).failure_rate == 0.0
+    async with live(app, "bob") as ws, signed_in(app, "bob") as bob:
+        jobs = (await bob.post("/api/jobs", json={"items": 50, "count": 20})).json()
+        statuses: dict[int, str] = {}
+        with anyio.fail_after(20):
+            while len(statuses) < len(jobs):
+                message = await ws.receive_message()
+                if message["type"] == "job.finished":
+                    statuses[message["id"]] = message["status"]
+        assert statuses == {job["id"]: "completed" for job in jobs}  # 1,000 items, no failure
 
 
 async def test_a_job_whose_process_died_is_resumed_where_it_stopped(settings: Settings) -> None:
@@ -271,13 +326,13 @@ async def test_a_job_whose_process_died_is_resumed_where_it_stopped(settings: Se
     assert claimed is not None
     database.run(lambda c: db.advance(c, claimed[0], 3, "processing item 3 of 6", lease=-1))
 
-    app = create_app(replace(settings, worker=False))
+    app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         live(app, "alice") as ws,
         anyio.create_task_group() as tg,
     ):
-        tg.start_soon(services(app).worker.run)  # its lease ran out: the job is taken over
+        tg.start_soon(Worker(database, settings).run)  # its lease ran out: the job is taken over
         await until(ws, finished(job.id))
         tg.cancel_scope.cancel()
     messages = [p.message for p in database.run(lambda c: db.history(c, job.id))]
@@ -289,13 +344,20 @@ async def test_a_job_whose_process_died_is_resumed_where_it_stopped(settings: Se
 
 async def test_a_stopping_worker_hands_its_jobs_over_at_once(settings: Settings) -> None:
     settings = replace(settings, step_seconds=0.05)
+    database = db.Database(settings.db_path)
     app = create_app(settings)
     async with app.router.lifespan_context(app), live(app, "alice") as ws:
         async with signed_in(app, "alice") as alice:
             job = (await alice.post("/api/jobs", json={"items": 1000})).json()[0]
-        await ws.receive_until(lambda m: m["type"] == "set")  # it is running
-    database = db.Database(settings.db_path)
-    row = database.run(lambda c: c.execute("SELECT status, lease_until FROM jobs").fetchone())
-    assert tuple(row) == ("running", 0)  # another process may resume it right away
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Worker(database, settings).run)
+            await ws.receive_until(lambda m: m["type"] == "set")  # it is running
+            tg.cancel_scope.cancel()
+        # the page is told: its list shows the job waiting for a worker
+        await ws.receive_until(lambda m: m["type"] == "invalidate" and ["jobs"] in m["keys"])
+    row = database.run(
+        lambda c: c.execute("SELECT status, lease_until, message FROM jobs").fetchone()
+    )
+    assert tuple(row) == ("running", 0, "waiting for a worker")  # another may resume it now
     claimed = database.run(lambda c: db.claim(c, "next-process", lease=10))
     assert claimed is not None and claimed[0].id == job["id"]

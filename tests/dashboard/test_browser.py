@@ -1,13 +1,21 @@
 """The dashboard in headless Chromium, against the app under uvicorn: live jobs in several tabs,
-isolation between users, cancel and retry, failures, and hundreds of jobs."""
+isolation between users, cancel and retry (shown at once), failures, hundreds and more than a
+page of jobs, toasts that never cover a control, and a filter shared by the tabs."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Request, WebSocket, expect
+from playwright.sync_api import BrowserContext, Locator, Page, Request, Route, WebSocket, expect
+
+from examples.jobs_dashboard.live import JobFinished
+from liveupdates import User
+from liveupdates.durable import write_event
 
 from .helpers import Dashboard, not_reloaded, open_dashboard, row, screenshot, start_job, stat
 
@@ -49,6 +57,7 @@ def test_two_tabs_follow_a_job_live_and_another_user_never_sees_it(
         job = row(tab, "Quarterly numbers")
         expect(job).to_have_attribute("data-status", "completed")
         expect(job.locator(".count")).to_have_text("40/40")
+        expect(job.locator(".percent")).to_have_text("100%")
         expect(stat(tab, "completed")).to_have_text("1")
         expect(stat(tab, "items")).to_have_text("40")
         expect(tab.locator(".toast.completed")).to_contain_text("Quarterly numbers completed")
@@ -131,7 +140,7 @@ def test_hundreds_of_jobs_cost_few_refetches(
     fetches: list[str] = []
 
     def count(request: Request) -> None:
-        if request.url.endswith("/api/jobs"):
+        if re.search(r"/api/jobs(\?|$)", request.url):  # a page of the list, or a POST
             fetches.append(request.method)
 
     page.on("request", count)
@@ -184,3 +193,147 @@ def test_without_websocket_and_sse_the_page_falls_back_to_polling(
     expect(row(page, "Polled")).to_have_attribute("data-status", "completed")
     expect(stat(page, "completed")).to_have_text("1")
     screenshot(page, "polling")
+
+
+def test_a_percentage_stands_beside_the_count(dashboard: Dashboard, sign_in: SignIn) -> None:
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    start_job(page, "Halfway", items=40, fail=True)  # fails on item 20: stops at 19/40
+    job = row(page, "Halfway")
+    expect(job).to_have_attribute("data-status", "failed")
+    expect(job.locator(".count")).to_have_text("19/40")
+    expect(job.locator(".percent")).to_have_text("48%")
+
+
+@contextmanager
+def api_client(dashboard: Dashboard, user: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the dashboard, signed in as `user`."""
+    with httpx.Client(base_url=dashboard.url, timeout=30) as client:
+        client.post("/api/login", json={"user": user, "password": user}).raise_for_status()
+        yield client
+
+
+def test_toasts_never_cover_a_control(
+    start_dashboard: Callable[..., Dashboard], sign_in: SignIn
+) -> None:
+    """With toasts shown, the Cancel button of the last row, scrolled to the very bottom, is
+    what a click there reaches (the toasts have a dock of their own below the page)."""
+    dashboard = start_dashboard(concurrency=20)
+    with api_client(dashboard, "alice") as alice:
+        alice.post("/api/jobs", json={"name": "Long", "items": 10_000, "count": 14})
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    start_job(page, "Quick", items=1)
+    start_job(page, "Quick", items=1)
+    start_job(page, "Quick", items=1)
+    expect(page.locator(".toast")).to_have_count(3)
+    last = page.locator(".job").last
+    expect(last).to_contain_text("Long #1")
+    cancel = last.get_by_role("button", name="Cancel")
+    page.evaluate("""() => {
+        for (const el of [document.scrollingElement, ...document.querySelectorAll('.page')])
+            el.scrollTop = el.scrollHeight
+    }""")
+    expect(cancel).to_be_in_viewport()
+    hit = cancel.evaluate("""(button) => {
+        const box = button.getBoundingClientRect()
+        const x = box.left + box.width / 2, y = box.top + box.height / 2
+        return button.contains(document.elementFromPoint(x, y))
+    }""")
+    assert hit, "a toast covers the Cancel button of the last row"
+    screenshot(page, "toasts")
+    cancel.click(no_wait_after=True, timeout=2000)
+    expect(last).to_have_attribute("data-status", "cancelled")
+
+
+def test_more_than_a_thousand_jobs_are_all_reachable_page_by_page(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    with api_client(dashboard, "alice") as alice:
+        created = []
+        for batch in range(3):  # 1,200 jobs: more than the 1,000 the list used to stop at
+            spec = {"name": f"Batch {batch}", "items": 10_000, "count": 400}
+            created += alice.post("/api/jobs", json=spec).raise_for_status().json()
+        oldest = created[0]["id"]
+        page = open_dashboard(sign_in(dashboard.url, "alice"))
+        page.locator(".filters").get_by_role("button", name="All").click()
+        expect(stat(page, "total")).to_have_text("1200")
+        expect(page.locator(".job")).to_have_count(500)
+        expect(page.locator(".filters .shown")).to_have_text("500 of 1200")
+        page.get_by_role("button", name="Show 500 more").click()
+        expect(page.locator(".job")).to_have_count(1000)
+        page.get_by_role("button", name="Show 200 more").click()
+        expect(page.locator(".job")).to_have_count(1200)
+        expect(page.locator(".filters .shown")).to_have_text("1200 of 1200")
+        expect(page.get_by_role("button", name=re.compile("^Show"))).to_have_count(0)
+        first = page.locator(f'.job[data-job-id="{oldest}"]')
+        expect(first).to_contain_text("Batch 0 #1")
+
+        alice.post(f"/api/jobs/{oldest}/cancel").raise_for_status()  # on the third page: live
+        expect(first).to_have_attribute("data-status", "cancelled")
+        expect(page.locator(".job")).to_have_count(1200)
+    assert not_reloaded(page)
+
+
+def test_the_filter_is_the_same_in_every_tab(dashboard: Dashboard, sign_in: SignIn) -> None:
+    alice = sign_in(dashboard.url, "alice")
+    tab1, tab2 = open_dashboard(alice), open_dashboard(alice)
+
+    def pressed(tab: Page) -> Locator:
+        return tab.locator(".filters button[aria-pressed=true]")
+
+    expect(pressed(tab2)).to_have_text("Active")
+    tab1.locator(".filters").get_by_role("button", name="Failed").click()
+    expect(pressed(tab2)).to_have_text("Failed")
+    tab2.locator(".filters").get_by_role("button", name="All").click()
+    expect(pressed(tab1)).to_have_text("All")
+    expect(pressed(open_dashboard(alice))).to_have_text("All")  # a new tab too
+
+
+def test_cancel_and_retry_show_at_once_and_go_back_if_refused(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    held: list[Route] = []
+    page.route(re.compile(r"/api/jobs/\d+/(cancel|retry)$"), lambda r: held.append(r))  # held
+    start_job(page, "Optimistic", items=10_000)
+    job = row(page, "Optimistic")
+    expect(job).to_have_attribute("data-status", "running")
+
+    job.get_by_role("button", name="Cancel").click()
+    expect(job).to_have_attribute("data-status", "cancelled")  # before the server answered
+    assert len(held) == 1
+    held.pop().fulfill(status=409, json={"error": "job 1 is completed"})
+    expect(job).to_have_attribute("data-status", "running")  # refused: back as it was
+    expect(job.get_by_role("alert")).to_have_text("job 1 is completed")
+
+    job.get_by_role("button", name="Cancel").click()
+    expect(job).to_have_attribute("data-status", "cancelled")
+    held.pop().continue_()  # the server agrees, and its event confirms it
+    expect(stat(page, "cancelled")).to_have_text("1")
+
+    job.get_by_role("button", name="Retry").click()
+    expect(job).to_have_attribute("data-status", "queued")  # at once
+    expect(job.locator(".count")).to_have_text("0/10000")
+    held.pop().continue_()
+    expect(job).to_have_attribute("data-status", "running")
+    expect(stat(page, "cancelled")).to_have_text("0")
+    assert not_reloaded(page)
+
+
+def test_a_job_finished_event_delivered_twice_shows_one_toast(
+    dashboard: Dashboard, sign_in: SignIn
+) -> None:
+    """The outbox delivers at least once (a relay killed mid-batch leaves rows that another
+    publishes again): a repeated `job.finished` toasts once."""
+    page = open_dashboard(sign_in(dashboard.url, "alice"))
+    start_job(page, "Once", items=2)
+    expect(page.locator(".toast", has_text="Once completed")).to_have_count(1)
+    job_id = int(row(page, "Once").get_attribute("data-job-id") or 0)
+    with sqlite3.connect(dashboard.settings.db_path) as c:  # the rows a relay publishes again
+        for event in (
+            JobFinished(job_id, "Once", "completed", None, 1),
+            JobFinished(job_id, "Once", "completed", None, 1),
+            JobFinished(job_id + 1, "Marker", "completed", None, 1),  # after the repeats
+        ):
+            write_event(c, event, to=User("alice"))
+    expect(page.locator(".toast", has_text="Marker completed")).to_have_count(1)
+    expect(page.locator(".toast", has_text="Once completed")).to_have_count(1)

@@ -21,6 +21,8 @@ export function App() {
   )
 }
 
+/** The header and banner on top, the page scrolling under them, and the toasts in a dock of
+ * their own at the bottom: the page's area ends where they begin, so they never cover it. */
 function Shell() {
   const path = usePath()
   const job = path.match(/^\/jobs\/(\d+)$/)
@@ -28,7 +30,9 @@ function Shell() {
     <>
       <Header />
       <Banner />
-      <main>{job ? <JobPage id={Number(job[1])} /> : <Dashboard />}</main>
+      <div className="page">
+        <main>{job ? <JobPage id={Number(job[1])} /> : <Dashboard />}</main>
+      </div>
       <Toasts />
     </>
   )

@@ -1,20 +1,48 @@
 // The dashboard: stats cards, a form to start jobs, and the job list.
 import { useQuery } from '@tanstack/react-query'
-import { useState } from 'react'
+import { useCallback, useEffect, useState } from 'react'
 import { api } from './api.js'
-import { JobList } from './JobList.jsx'
+import { FILTERS, JobList } from './JobList.jsx'
 import { useApiMutation } from './jobs.jsx'
 import { useMe, usePolling } from './live.jsx'
+import { Workers } from './Workers.jsx'
 
 export function Dashboard() {
-  const [filter, setFilter] = useState('active')
+  const me = useMe()
+  const [filter, setFilter] = useSharedFilter()
   return (
     <>
       <StatsCards onPick={setFilter} />
+      {me.admin && <Workers />}
       <NewJobForm />
       <JobList filter={filter} setFilter={setFilter} />
     </>
   )
+}
+
+const FILTER_KEY = 'jobs-dashboard.filter'
+
+/** The job list's filter, the same in every tab of this site: a change is broadcast to the
+ * other tabs (BroadcastChannel) and kept for the next tab (localStorage). */
+function useSharedFilter() {
+  const [filter, setLocal] = useState(() => {
+    const saved = localStorage.getItem(FILTER_KEY)
+    return saved in FILTERS ? saved : 'active'
+  })
+  const [channel] = useState(() => new BroadcastChannel(FILTER_KEY))
+  useEffect(() => {
+    channel.onmessage = (event) => event.data in FILTERS && setLocal(event.data)
+    return () => channel.close()
+  }, [channel])
+  const setFilter = useCallback(
+    (next) => {
+      setLocal(next)
+      localStorage.setItem(FILTER_KEY, next)
+      channel.postMessage(next)
+    },
+    [channel],
+  )
+  return [filter, setFilter]
 }
 
 const CARDS = [

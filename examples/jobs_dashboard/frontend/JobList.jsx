@@ -1,26 +1,42 @@
-// The job list. Rows are memoized: TanStack keeps unchanged jobs identical across refetches
-// (structural sharing), so a refetch re-renders only the rows that changed, and a progress
-// event re-renders only its own row. Off-screen rows are not laid out (content-visibility).
-import { useQuery } from '@tanstack/react-query'
+// The job list, a page at a time (`page_size` jobs; "Show more" loads the next page): the
+// filter runs on the server, so "Failed" finds every failed job, not those of the first page.
+// Rows are memoized: TanStack keeps unchanged jobs identical across refetches (structural
+// sharing), so a refetch re-renders only the rows that changed, and a progress event
+// re-renders only its own row. Off-screen rows are not laid out (content-visibility).
+import { useInfiniteQuery } from '@tanstack/react-query'
 import { memo, useEffect, useMemo, useState } from 'react'
 import { api } from './api.js'
-import { JobActions, ProgressBar, StatusBadge } from './jobs.jsx'
+import { JobActions, ProgressBar, StatusBadge, useShownJob } from './jobs.jsx'
 import { useMe, usePolling, useProgress } from './live.jsx'
 import { Link } from './router.jsx'
 
 const FINISHED = new Set(['completed', 'failed', 'cancelled'])
 
-const FILTERS = {
+export const FILTERS = {
   active: { label: 'Active', keep: (job, now, ttl) => !FINISHED.has(job.status) || job.finished_at * 1000 + ttl > now },
   failed: { label: 'Failed', keep: (job) => job.status === 'failed' },
   completed: { label: 'Completed', keep: (job) => job.status === 'completed' },
   all: { label: 'All', keep: () => true },
 }
 
-export function JobList({ filter, setFilter }) {
+/** The pages of the list under `filter`; every invalidation of ["jobs"] refetches them. */
+export function useJobPages(filter) {
   const me = useMe()
   const refetchInterval = usePolling()
-  const { data: jobs, error } = useQuery({ queryKey: ['jobs'], queryFn: api.jobs, refetchInterval })
+  return useInfiniteQuery({
+    queryKey: ['jobs', 'list', filter],
+    queryFn: ({ pageParam }) => api.jobs({ filter, before: pageParam, limit: me.page_size }),
+    initialPageParam: null,
+    getNextPageParam: (last) => (last.jobs.length < me.page_size ? undefined : last.jobs.at(-1).id),
+    refetchInterval,
+  })
+}
+
+export function JobList({ filter, setFilter }) {
+  const me = useMe()
+  const { data, error, fetchNextPage, hasNextPage, isFetchingNextPage } = useJobPages(filter)
+  const jobs = useMemo(() => data?.pages.flatMap((page) => page.jobs), [data])
+  const total = data?.pages[0].total
   const now = useExpiryClock(jobs, me.finished_ttl_ms)
   const shown = useMemo(
     () => (jobs ?? []).filter((job) => FILTERS[filter].keep(job, now, me.finished_ttl_ms)),
@@ -34,7 +50,7 @@ export function JobList({ filter, setFilter }) {
             {label}
           </button>
         ))}
-        <span className="shown">{jobs && `${shown.length} of ${jobs.length}`}</span>
+        <span className="shown">{jobs && `${shown.length} of ${total}`}</span>
       </nav>
       {error && <p className="error">{error.message}</p>}
       {jobs && !shown.length && <p className="empty">No jobs here. Start one above.</p>}
@@ -43,6 +59,13 @@ export function JobList({ filter, setFilter }) {
           <JobRow key={job.id} job={job} owner={me.admin} />
         ))}
       </ul>
+      {hasNextPage && (
+        <p className="more">
+          <button type="button" onClick={() => fetchNextPage()} disabled={isFetchingNextPage}>
+            {isFetchingNextPage ? 'Loading…' : `Show ${Math.min(me.page_size, total - jobs.length)} more`}
+          </button>
+        </p>
+      )}
     </section>
   )
 }
@@ -63,7 +86,8 @@ function useExpiryClock(jobs, ttl) {
   return now
 }
 
-const JobRow = memo(function JobRow({ job, owner }) {
+const JobRow = memo(function JobRow({ job: cached, owner }) {
+  const job = useShownJob(cached)
   const progress = useProgress(job)
   return (
     <li className={`job ${job.status}`} data-job-id={job.id} data-status={job.status}>

@@ -1,7 +1,7 @@
 // One job: its state, live progress, and the history of its progress.
 import { useQuery } from '@tanstack/react-query'
 import { api } from './api.js'
-import { formatTime, JobActions, ProgressBar, StatusBadge } from './jobs.jsx'
+import { formatTime, JobActions, ProgressBar, StatusBadge, useShownJob } from './jobs.jsx'
 import { usePolling, useProgress } from './live.jsx'
 import { Link } from './router.jsx'
 
@@ -13,7 +13,8 @@ export function JobPage({ id }) {
   return <JobDetail job={job.data} refetchInterval={refetchInterval} />
 }
 
-function JobDetail({ job, refetchInterval }) {
+function JobDetail({ job: cached, refetchInterval }) {
+  const job = useShownJob(cached)
   const progress = useProgress(job)
   const history = useQuery({
     queryKey: ['jobs', job.id, 'history'],

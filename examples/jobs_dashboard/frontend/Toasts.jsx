@@ -1,5 +1,6 @@
 // Toasts for jobs that completed or failed, from the server's `job.finished` events. A burst
-// (a hundred jobs finishing) collapses into one summary toast instead of a wall of them.
+// (a hundred jobs finishing) collapses into one summary toast instead of a wall of them. They
+// sit in a dock below the page (style.css), never over it: no button is ever under a toast.
 import { useCallback, useState } from 'react'
 import { useLiveEvent } from './live.jsx'
 import { Link } from './router.jsx'
@@ -10,17 +11,20 @@ const MAX_TOASTS = 3
 export function Toasts() {
   const [toasts, setToasts] = useState([])
   const dismiss = useCallback((key) => setToasts((ts) => ts.filter((t) => t.key !== key)), [])
+  const [seen] = useState(() => new Set()) // events are delivered at least once: toast once
   const add = useCallback(
     (event) => {
-      const key = `${event.stream}:${event.offset}`
+      const key = `${event.id}:${event.attempt}`
+      if (seen.has(key)) return
+      seen.add(key)
       setToasts((ts) => (ts.length < MAX_TOASTS ? [...ts, { key, ...event }] : summarize(ts, event, key)))
       setTimeout(() => dismiss(key), TOAST_MS)
     },
-    [dismiss],
+    [dismiss, seen],
   )
   useLiveEvent('job.finished', add)
   return (
-    <div className="toasts" aria-live="polite">
+    <div className="toasts" aria-live="polite" aria-label="Notifications">
       {toasts.map((t) => (
         <div key={t.key} className={`toast ${t.status}`} role={t.status === 'completed' ? 'status' : 'alert'}>
           {t.summary ? (

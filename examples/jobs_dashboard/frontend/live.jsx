@@ -67,7 +67,8 @@ export function usePolling() {
   return useConnectionState() === 'polling' ? me.polling_ms : false
 }
 
-/** A job's progress: the newest of the list's row and the server's `Set` events. */
+/** A running job's progress: the newest of the list's row and the server's `Set` events
+ * (the row alone once the job is no longer running, a cancel or retry shown in advance too). */
 export function useProgress(job) {
   const { data } = useQuery({
     queryKey: ['jobs', job.id, 'progress'],
@@ -75,7 +76,7 @@ export function useProgress(job) {
     initialData: () => ({ done: job.done, total: job.total, message: job.message, rev: job.rev }),
     staleTime: Infinity,
   })
-  return data && data.rev > job.rev ? data : job
+  return job.status === 'running' && data && data.rev > job.rev ? data : job
 }
 
 /** Calls `fn(event)` for every application event of type `type`. */
