@@ -194,3 +194,19 @@ async def test_relay_survives_losing_its_listen_connection(outbox_db: OutboxData
             )
             await recorder.wait_for(lambda: len(recorder.of("user:alice")) == 1)
     assert relay.stats().errors == 0
+
+
+async def test_a_hubs_stats_report_its_relays_figures(outbox_db: OutboxDatabase) -> None:
+    from liveupdates import Hub
+
+    for i in range(3):
+        commit_event(outbox_db, Invalidate([["n", i]]), User("alice"))
+    async with Hub(MemoryBackplane(), drain_signals=()) as hub:
+        relay = OutboxRelay.in_hub(hub, outbox_db.url, table=outbox_db.table, poll_interval=0.05)
+        assert (hub.stats().outbox_published, hub.stats().outbox_pending) == (0, 0)
+        async with relay:
+            with anyio.fail_after(10):
+                await relay.wait_for(lambda s: s.published == 3 and s.pending == 0)
+        figures = hub.stats()
+    assert (figures.outbox_published, figures.outbox_errors) == (3, 0)
+    assert (figures.outbox_pending, figures.outbox_lag) == (0, 0.0)

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .events import Event
 from .limits import Limits
-from .metrics import HubStats, Metrics
+from .metrics import HubStats, Metrics, OutboxSource
 from .positions import Publication
 from .protocol import (
     Goodbye,
@@ -91,6 +91,7 @@ class Hub:
             self.backplane, self.metrics, self._spawn, self._on_backplane_reset, self._flusher
         )
         self._publisher = Publisher(self.backplane)
+        self._outboxes: list[OutboxSource] = []
         self.sessions = Sessions(
             authenticate=authenticate, authorize=authorize, limits=self.limits, clock=clock,
             metrics=self.metrics, streams=self._routes, flusher=self._flusher,
@@ -312,6 +313,10 @@ class Hub:
         """Every local connection, or those of one user (`Connection.info()` for a snapshot)."""
         return self.sessions.connections(user)
 
+    def report_outbox(self, relay: OutboxSource) -> None:
+        """Include an outbox relay's figures in `stats` (`OutboxRelay.in_hub` calls this)."""
+        self._outboxes.append(relay)
+
     def stats(self) -> HubStats:
         """The figures of this process: counters, gauges and the lag histogram."""
         m, conns = self.metrics, self.sessions.connections()
@@ -323,6 +328,7 @@ class Hub:
             c.outbox.overflow_resyncs for c in conns
         )
         recoveries = dict(m.recoveries)
+        outboxes = [relay.stats() for relay in self._outboxes]
         return HubStats(
             connections=len(conns),
             users=self.sessions.users,
@@ -347,6 +353,10 @@ class Hub:
             lag_buckets=m.lag.cumulative(),
             lag_sum=m.lag.sum,
             lag_count=m.lag.count,
+            outbox_published=sum(o.published for o in outboxes),
+            outbox_errors=sum(o.errors for o in outboxes),
+            outbox_pending=max((o.pending for o in outboxes), default=0),  # (the table's)
+            outbox_lag=max((o.lag for o in outboxes), default=0.0),
         )
 
 

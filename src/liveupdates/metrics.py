@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -96,3 +96,27 @@ class HubStats:
     lag_buckets: list[tuple[float, int]] = field(default_factory=list)
     lag_sum: float = 0.0
     lag_count: int = 0
+    # the transactional outbox, when this process runs a relay (`OutboxRelay.in_hub`)
+    outbox_published: int = 0  # rows published by this process's relays
+    outbox_errors: int = 0  # their failed cycles (each logged and retried)
+    outbox_pending: int = 0  # rows waiting in the table at the last check
+    outbox_lag: float = 0.0  # age in seconds of the oldest waiting row at the last check
+
+
+class OutboxFigures(Protocol):
+    """What `HubStats` reads of an outbox relay's snapshot (`durable.RelayStats`)."""
+
+    @property
+    def published(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def lag(self) -> float: ...
+
+
+class OutboxSource(Protocol):
+    """An outbox relay whose figures a hub reports (`Hub.report_outbox`)."""
+
+    def stats(self) -> OutboxFigures: ...

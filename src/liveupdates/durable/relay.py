@@ -27,6 +27,7 @@ import anyio.abc
 
 from .._pipeline.publisher import Publisher
 from ..backplanes import Backplane, backplane_from_url
+from ..hub import Hub
 from ..positions import Publication
 from .schema import DEFAULT_TABLE, checked_table
 from .store import Store, connector, open_store
@@ -95,6 +96,14 @@ class OutboxRelay:
         self._lag = 0.0
         self._last_error: str | None = None
         self._checked = -math.inf
+
+    @classmethod
+    def in_hub(cls, hub: Hub, database: str | Callable[[], Any], **options: Any) -> OutboxRelay:
+        """A relay over `hub`'s backplane whose figures `hub.stats()` reports (the
+        ``outbox_*`` fields): ``async with OutboxRelay.in_hub(hub, url): ...``."""
+        relay = cls(database, hub.backplane, **options)
+        hub.report_outbox(relay)
+        return relay
 
     # -- figures --------------------------------------------------------------------------
 
