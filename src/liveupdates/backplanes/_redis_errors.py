@@ -36,9 +36,25 @@ def acl_rule(prefix: str, *, cluster: bool = False, user: str = "<user>") -> str
     )
 
 
+# Error codes that redis-py takes off the start of Redis' message (it maps them to classes).
+_CODES: Final = (
+    (rx.NoPermissionError, "NOPERM"),
+    (rx.NoScriptError, "NOSCRIPT"),
+    (rx.ReadOnlyError, "READONLY"),
+    (rx.OutOfMemoryError, "OOM"),
+    (rx.ExecAbortError, "EXECABORT"),
+    (rx.BusyLoadingError, "LOADING"),
+)
+
+
 def describe(exc: BaseException) -> str:
-    """``Type: message`` of `exc` (its message is never lost to a bare repr)."""
+    """``Type: message`` of `exc` (its message is never lost to a bare repr), with the error
+    code of Redis' reply that redis-py took off (``NOPERM``, ``READONLY``, ...)."""
     message = str(exc).strip()
+    for cls, code in _CODES:
+        if isinstance(exc, cls) and not message.startswith(code):
+            message = f"{code} {message}"
+            break
     name = type(exc).__name__
     return f"{name}: {message}" if message else name
 

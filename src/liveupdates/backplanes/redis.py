@@ -78,7 +78,11 @@ REPLAY_CHUNK: Final = 64
 """History entries read per round trip by `replay` (bounds the work between two awaits)."""
 _BACKOFF_BASE: Final = 0.05
 _MIN_RETRY_SPACING: Final = 0.05  # seconds between reconnection attempts a publish asks for
-_NAMES_CACHE: Final = 4096  # streams whose names are kept
+_NAMES_CACHE: Final = 4096
+_NO_CLUSTER: Final = (
+    "Redis Cluster is not supported yet: use a standalone Redis, or Redis with Sentinel"
+    " (redis+sentinel://); see docs/scaling-out.md."
+)  # streams whose names are kept
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entry = msgspec.msgpack.Decoder(tuple[bytes, str | None, float]).decode
 _decode_publication = msgspec.msgpack.Decoder(Publication).decode
@@ -144,7 +148,7 @@ class RedisBackplane(Backplane):
         if not isinstance(client, aioredis.Redis):
             raise TypeError(
                 f"RedisBackplane needs a redis.asyncio.Redis client, not {type(client).__name__}"
-                " (for Sentinel: Sentinel(...).master_for(service))"
+                f" (for Sentinel: Sentinel(...).master_for(service)). {_NO_CLUSTER}"
             )
         self.prefix = prefix
         self.history_size = history_size
@@ -231,6 +235,7 @@ class RedisBackplane(Backplane):
         try:
             try:
                 await self._commands.load(_PUBLISH, _REPLAY, _READ)
+                await self._check_not_cluster()
                 await self._check_permissions()
                 await self._connect()
             except (rx.RedisError, OSError, TimeoutError) as exc:
@@ -389,8 +394,8 @@ class RedisBackplane(Backplane):
         try:
             with anyio.fail_after(self._timeout):
                 denied = await self._redis.eval(
-                    PERMISSIONS_LUA, 2, probe.meta, probe.log, probe.channel, "PUBLISH",
-                    "SUBSCRIBE",
+                    PERMISSIONS_LUA, 2, probe.meta, probe.log, probe.channel, "publish",
+                    "subscribe",
                 )  # fmt: skip
         except rx.ResponseError as exc:
             if "acl_check_cmd" in str(exc):
@@ -403,6 +408,16 @@ class RedisBackplane(Backplane):
                 + acl_rule(self.prefix)
                 + " (docs: Scaling out, ACL)."
             )
+
+    async def _check_not_cluster(self) -> None:
+        """Refuse a node of a Redis Cluster at start (its keys live on other nodes too)."""
+        try:
+            with anyio.fail_after(self._timeout):
+                info = await self._redis.info("cluster")
+        except rx.NoPermissionError:
+            return  # (the permission check names INFO)
+        if int(info.get("cluster_enabled", 0)):
+            raise BackplaneError(f"this Redis is a node of a Redis Cluster. {_NO_CLUSTER}")
 
     # The pub/sub connection
 
