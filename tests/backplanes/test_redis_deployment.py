@@ -18,7 +18,8 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
-from redis_server import RedisServer, free_port, redis_server_available
+import redis
+from redis_server import REDIS_SERVER, RedisServer, free_port, redis_server_available
 
 from liveupdates.backplanes._redis_errors import acl_rule
 from liveupdates.backplanes.redis import REPLAY_CHUNK, RedisBackplane
@@ -327,3 +328,75 @@ def test_a_missing_redis_extra_says_what_to_install() -> None:
     assert result.returncode != 0
     assert "pip install 'liveupdates[redis]'" in result.stderr
     assert "ModuleNotFoundError" in result.stderr
+
+
+# Sentinel ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path, redis_server: RedisServer) -> Iterator[int]:
+    """One sentinel (redis-server --sentinel) watching the session's Redis as ``mymaster``."""
+    if not redis_server_available():
+        pytest.skip("redis-server not found")
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [REDIS_SERVER, str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # an external process: a bounded wait until it knows the master
+            try:
+                with redis.Redis(port=port, socket_timeout=1) as client:
+                    if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                        break
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel did not start")
+            time.sleep(0.01)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+
+async def test_sentinel_url(sentinel: int, redis_prefix: str) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0?prefix={redis_prefix}"
+    async with started(url) as (backplane, receiver):
+        await backplane.listen(STREAM)
+        pub = await backplane.publish(STREAM, b"{}")
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: receiver.of(STREAM) == [pub])
+        assert (await backplane.replay(STREAM, Position(pub.epoch, 0))).publications == [pub]
+
+
+async def test_sentinel_client(sentinel: int, redis_prefix: str) -> None:
+    from redis.asyncio.sentinel import Sentinel
+
+    sentinels = Sentinel([("127.0.0.1", sentinel)])
+    client = sentinels.master_for("mymaster")
+    backplane = RedisBackplane(client, prefix=redis_prefix)
+    receiver = RecordingReceiver()
+    await backplane.start(receiver)
+    try:
+        await backplane.listen(STREAM)
+        pub = await backplane.publish(STREAM, b"{}")
+        with anyio.fail_after(10):
+            await receiver.wait_for(lambda: receiver.of(STREAM) == [pub])
+    finally:
+        await backplane.aclose()
+        await client.aclose()  # the application's: the backplane did not close it
+        for connection in sentinels.sentinels:
+            await connection.aclose()
+
+
+def test_sentinel_url_errors() -> None:
+    with pytest.raises(ValueError, match="names the sentinels and the service"):
+        RedisBackplane.from_url("redis+sentinel://127.0.0.1:26379")

@@ -11,7 +11,8 @@ __all__ = ("Backplane", "MemoryBackplane", "Receiver", "backplane_from_url")
 
 
 def backplane_from_url(url: str) -> Backplane:
-    """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]`` or ``redis://...``."""
+    """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]``, ``redis://...``,
+    ``rediss://...``, ``unix://...`` or ``redis+sentinel://...`` (docs/scaling-out.md)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         options = dict(parse_qsl(parts.query))
@@ -22,9 +23,9 @@ def backplane_from_url(url: str) -> Backplane:
             history_size=int(options.get("history_size", 1000)),
             history_ttl=float(options.get("history_ttl", 600.0)),
         )
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         from .redis import RedisBackplane  # needs the [redis] extra
 
         backplane: Backplane = RedisBackplane.from_url(url)
         return backplane
-    raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://)")
+    raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://)")

@@ -262,6 +262,10 @@ class RedisBackplane(Backplane):
                     await self._redis.aclose()
                 if self._close_client:
                     await self._client.aclose()
+                    # from_url's Sentinel: its connections to the sentinels too
+                    manager = getattr(self._client.connection_pool, "sentinel_manager", None)
+                    for sentinel in getattr(manager, "sentinels", ()):
+                        await sentinel.aclose()
 
     async def publish(self, stream: str, body: bytes, slot: str | None = None) -> Publication:
         """Append to the stream's log and PUBLISH, atomically; see the module docstring.
