@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -380,7 +381,8 @@ async def test_sentinel_url(sentinel: int, redis_prefix: str) -> None:
 async def test_sentinel_client(sentinel: int, redis_prefix: str) -> None:
     from redis.asyncio.sentinel import Sentinel
 
-    sentinels = Sentinel([("127.0.0.1", sentinel)])
+    make_sentinel: Any = Sentinel  # (untyped in redis-py)
+    sentinels = make_sentinel([("127.0.0.1", sentinel)])
     client = sentinels.master_for("mymaster")
     backplane = RedisBackplane(client, prefix=redis_prefix)
     receiver = RecordingReceiver()

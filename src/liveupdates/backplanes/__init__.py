@@ -28,4 +28,6 @@ def backplane_from_url(url: str) -> Backplane:
 
         backplane: Backplane = RedisBackplane.from_url(url)
         return backplane
-    raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://)")
+    raise ValueError(
+        f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://)"
+    )
