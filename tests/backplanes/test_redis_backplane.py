@@ -45,6 +45,7 @@ def test_from_url_options() -> None:
     )
     assert isinstance(backplane, RedisBackplane)
     assert (backplane.prefix, backplane.history_size, backplane.history_ttl) == ("app", 50, 2.5)
+    assert isinstance(backplane._client, aioredis.Redis)
     kwargs = backplane._client.connection_pool.connection_kwargs
     assert (kwargs["db"], kwargs["socket_timeout"], kwargs["socket_keepalive"]) == (3, 0.25, True)
 

@@ -294,28 +294,6 @@ async def test_plain_redis_url_on_a_tls_port_says_to_use_rediss(
     assert "rediss://" in str(error)
 
 
-# Redis Cluster (not supported yet: refused at start) -------------------------------------------
-
-
-async def test_a_cluster_node_url_is_refused_at_start(tmp_path: Path) -> None:
-    """It used to start, then lose publishes to MOVED and close handshakes with 1013."""
-    if not redis_server_available():
-        pytest.skip("redis-server not found")
-    args = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
-    with RedisServer(tmp_path, args=args) as server:
-        error = await start_fails(server.url)
-    assert "Redis Cluster is not supported yet" in str(error)
-    assert "redis+sentinel://" in str(error)
-
-
-def test_a_redis_cluster_client_is_refused_saying_why() -> None:
-    from redis.asyncio.cluster import RedisCluster
-
-    client = RedisCluster(host="127.0.0.1", port=1)
-    with pytest.raises(TypeError, match="Redis Cluster is not supported yet"):
-        RedisBackplane(client)  # type: ignore[arg-type]
-
-
 # A missing extra -----------------------------------------------------------------------------
 
 

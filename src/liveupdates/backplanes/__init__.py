@@ -9,10 +9,16 @@ from .memory import MemoryBackplane
 
 __all__ = ("Backplane", "MemoryBackplane", "Receiver", "backplane_from_url")
 
+_REDIS_SCHEMES = (
+    "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+    "rediss+cluster",
+)  # fmt: skip
+
 
 def backplane_from_url(url: str) -> Backplane:
     """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]``, ``redis://...``,
-    ``rediss://...``, ``unix://...`` or ``redis+sentinel://...`` (docs/scaling-out.md)."""
+    ``rediss://...``, ``unix://...``, ``redis+sentinel://...`` or ``redis+cluster://...``
+    (docs/scaling-out.md)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         options = dict(parse_qsl(parts.query))
@@ -23,11 +29,11 @@ def backplane_from_url(url: str) -> Backplane:
             history_size=int(options.get("history_size", 1000)),
             history_ttl=float(options.get("history_ttl", 600.0)),
         )
-    if parts.scheme in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+    if parts.scheme in _REDIS_SCHEMES:
         from .redis import RedisBackplane  # needs the [redis] extra
 
         backplane: Backplane = RedisBackplane.from_url(url)
         return backplane
     raise ValueError(
-        f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://)"
+        f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://, redis+cluster://)"
     )

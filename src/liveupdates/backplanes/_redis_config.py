@@ -5,6 +5,8 @@
 - ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?options]`` and
   ``rediss+sentinel://``: the master of `service`, found through the sentinels listed;
   ``sentinel_username`` and ``sentinel_password`` authenticate to the sentinels.
+- ``redis+cluster://[[user]:password@]host:port[,host:port...][/][?options]`` and
+  ``rediss+cluster://``: a Redis Cluster, found through any of the nodes listed.
 
 The backplane's own options (`BACKPLANE_OPTIONS`) are taken out of the query; every other
 option goes to redis-py (``ssl_ca_certs``, ``socket_keepalive``, ``max_connections``, ...).
@@ -16,6 +18,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -26,7 +29,10 @@ BACKPLANE_OPTIONS: Final = frozenset(
     {"prefix", "history_size", "history_ttl", "health_check_interval", "timeout",
      "max_reconnect_delay"}
 )  # fmt: skip
-SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+SCHEMES: Final = (
+    "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+    "rediss+cluster",
+)  # fmt: skip
 _SENTINEL_OPTIONS: Final = frozenset({"sentinel_username", "sentinel_password"})
 
 
@@ -50,11 +56,13 @@ def _connection_options(timeout: float) -> dict[str, Any]:
     }
 
 
-def client_from_url(url: str, timeout: float) -> aioredis.Redis:
+def client_from_url(url: str, timeout: float) -> aioredis.Redis | RedisCluster:
     """A client for `url` (without backplane options); raises `ValueError` for a bad one."""
     parts = urlsplit(url)
     if parts.scheme.endswith("+sentinel"):
         return _sentinel_client(url, timeout)
+    if parts.scheme.endswith("+cluster"):
+        return _cluster_client(url, timeout)
     # A blocking pool waits for a connection rather than failing as if Redis were down.
     pool = aioredis.BlockingConnectionPool.from_url(
         url, timeout=timeout, **_connection_options(timeout)
@@ -110,6 +118,36 @@ def _sentinel_client(url: str, timeout: float) -> aioredis.Redis:
     )
     client: aioredis.Redis = sentinel.master_for(service)
     _probe(client)
+    return client
+
+
+def _cluster_client(url: str, timeout: float) -> RedisCluster:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "6379")
+        try:
+            nodes.append((name.strip("[]"), int(port)))
+        except ValueError:
+            raise ValueError(f"invalid cluster node address {host!r}") from None
+    if not nodes or parts.path.strip("/"):
+        raise ValueError(
+            "a Cluster URL names nodes, without a database: "
+            "redis+cluster://[user:password@]host:port[,host:port][?options]"
+        )
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    first = urlunsplit((scheme, (userinfo + "@" if userinfo else "") + hosts.split(",")[0],
+                        "", parts.query, ""))  # fmt: skip
+    make: Any = RedisCluster.from_url  # (untyped in redis-py)
+    try:
+        client: RedisCluster = make(
+            first,
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes[1:]],
+            **{**_connection_options(timeout), "retry": Retry(NoBackoff(), 0)},
+        )
+    except TypeError as exc:
+        raise ValueError(f"unknown redis+cluster:// option: {exc}") from None
     return client
 
 

@@ -26,6 +26,7 @@ SUBSCRIBE_BATCH = 1000  # channels per SUBSCRIBE command
 
 _MESSAGES = (b"message", b"smessage")
 _CONFIRMATIONS = (b"subscribe", b"ssubscribe")
+_UNSUBSCRIBED = (b"unsubscribe", b"sunsubscribe")
 
 
 class Subscriber:
@@ -42,6 +43,7 @@ class Subscriber:
         # the future that tells their caller
         self._commands: deque[tuple[Counter[bytes], asyncio.Future[None]]] = deque()
         self._heard: asyncio.Future[None] | None = None
+        self._wanted: set[bytes] = set()  # channels subscribed to, or being subscribed
         self.lost: str | None = None  # why the connection is lost, once it is
 
     async def connect(self) -> None:
@@ -55,6 +57,7 @@ class Subscriber:
         once the connection is lost.
         """
         self._check()
+        self._wanted.update(channels)
         loop = asyncio.get_running_loop()
         commands = []
         for start in range(0, len(channels), SUBSCRIBE_BATCH):
@@ -70,6 +73,7 @@ class Subscriber:
     async def unsubscribe(self, channels: Sequence[bytes]) -> None:
         """UNSUBSCRIBE (without waiting for the confirmation)."""
         self._check()
+        self._wanted.difference_update(channels)
         await self._pubsub.execute_command(self._unsubscribe, *channels)
 
     async def ping(self) -> None:
@@ -95,6 +99,8 @@ class Subscriber:
                 raise
             self._heard_something()
             self._received(response)
+            if self.lost is not None:
+                raise rx.ConnectionError(self.lost)
 
     def fail(self, reason: str) -> None:
         """The connection is lost: wake whoever waits (they raise `ConnectionError`)."""
@@ -138,6 +144,9 @@ class Subscriber:
                     break
             while self._commands and self._commands[0][0].total() == 0:
                 self._commands.popleft()
+        elif kind in _UNSUBSCRIBED and channel in self._wanted:
+            # Not asked for: on a cluster, the channel's slot moved to another shard.
+            self.fail(f"Redis unsubscribed {channel!r} by itself (its slot moved)")
 
     def _refused(self, exc: rx.ResponseError) -> None:
         """Redis answered an error: it is the reply to the oldest unconfirmed SUBSCRIBE."""

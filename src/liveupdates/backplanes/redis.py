@@ -40,6 +40,7 @@ from __future__ import annotations
 try:
     import redis.asyncio as aioredis
     from redis import exceptions as rx
+    from redis.asyncio.cluster import RedisCluster
 except ModuleNotFoundError as exc:  # pragma: no cover - tested in a subprocess
     if exc.name != "redis" and not (exc.name or "").startswith("redis."):
         raise
@@ -67,6 +68,7 @@ from ._redis_commands import Commands, Script
 from ._redis_config import client_from_url, split_options, undecoded
 from ._redis_errors import acl_rule, describe, to_backplane_error
 from ._redis_scripts import PERMISSIONS_LUA, PUBLISH_LUA, READ_LUA, REPLAY_LUA
+from ._redis_shards import Shards
 from ._redis_subscriber import Subscriber
 from .base import Backplane, Receiver
 
@@ -79,9 +81,11 @@ REPLAY_CHUNK: Final = 64
 _BACKOFF_BASE: Final = 0.05
 _MIN_RETRY_SPACING: Final = 0.05  # seconds between reconnection attempts a publish asks for
 _NAMES_CACHE: Final = 4096
-_NO_CLUSTER: Final = (
-    "Redis Cluster is not supported yet: use a standalone Redis, or Redis with Sentinel"
-    " (redis+sentinel://); see docs/scaling-out.md."
+# Errors of a cluster whose topology changed: reconnect with the new one, never a refusal.
+_MOVING: Final = (
+    rx.AskError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
 )  # streams whose names are kept
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entry = msgspec.msgpack.Decoder(tuple[bytes, str | None, float]).decode
@@ -129,7 +133,7 @@ class RedisBackplane(Backplane):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         prefix: str = "lu",
         history_size: int = 1000,
@@ -145,18 +149,25 @@ class RedisBackplane(Backplane):
             raise ValueError("history_size must be >= 1 and history_ttl >= 0.001")
         if health_check_interval < 0 or timeout <= 0 or max_reconnect_delay <= 0:
             raise ValueError("health_check_interval must be >= 0, timeouts and delays > 0")
-        if not isinstance(client, aioredis.Redis):
+        if not isinstance(client, aioredis.Redis | RedisCluster):
             raise TypeError(
-                f"RedisBackplane needs a redis.asyncio.Redis client, not {type(client).__name__}"
-                f" (for Sentinel: Sentinel(...).master_for(service)). {_NO_CLUSTER}"
+                "RedisBackplane needs a redis.asyncio.Redis or RedisCluster client, not "
+                f"{type(client).__name__} (for Sentinel: Sentinel(...).master_for(service))"
             )
+        self._cluster = isinstance(client, RedisCluster)
+        if self._cluster and client.get_encoder().decode_responses:
+            raise ValueError("pass a RedisCluster with decode_responses=False")
         self.prefix = prefix
         self.history_size = history_size
         self.history_ttl = history_ttl
         self._ttl_ms = math.ceil(history_ttl * 1000)
         self._client = client
         self._close_client = close_client
-        self._redis, self._close_redis = undecoded(client)
+        self._redis: Any
+        if isinstance(client, RedisCluster):
+            self._redis, self._close_redis = client, False
+        else:
+            self._redis, self._close_redis = undecoded(client)
         self._health_check_interval = health_check_interval
         self._timeout = timeout
         self._max_reconnect_delay = max_reconnect_delay
@@ -166,22 +177,25 @@ class RedisBackplane(Backplane):
         self._task: asyncio.Task[None] | None = None
         self._listened: dict[str, bytes] = {}  # stream -> channel
         self._streams: dict[bytes, str] = {}  # channel -> stream
-        self._subscriber: Subscriber | None = None  # while connected
-        self._reader: asyncio.Task[None] | None = None  # reads `_subscriber`
+        self._subscriber: Subscriber | Shards | None = None  # while connected
+        # The open pub/sub connection and its reader, until closed (`_subscriber` is None as
+        # soon as the connection is found broken; this one stays until it is closed).
+        self._open: tuple[Subscriber | Shards, asyncio.Task[None]] | None = None
         self._lost = asyncio.Event()  # set when the connection is found broken
         self._hurry = asyncio.Event()  # set when a caller found the connection down
         # A new epoch is Redis' TIME and this suffix (random, so that two processes starting
         # an epoch in the same microsecond on two Redis servers still differ).
         self._nonce = secrets.token_hex(2)
-        self._publish_tail = (history_size, self._ttl_ms, self._nonce, "PUBLISH")
+        publish = "SPUBLISH" if self._cluster else "PUBLISH"  # sharded pub/sub on a cluster
+        self._publish_tail = (history_size, self._ttl_ms, self._nonce, publish)
         self._prepared: dict[str, _Stream] = {}
         self.reconnects = 0
         """How many times the pub/sub connection was lost and opened again."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackplane:
-        """A backplane for a ``redis://``, ``rediss://``, ``unix://`` or
-        ``redis+sentinel://`` URL (see docs/scaling-out.md for every form).
+        """A backplane for a ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``
+        or ``redis+cluster://`` URL (see docs/scaling-out.md for every form).
 
         Options of the backplane: ``prefix``, ``history_size``, ``history_ttl``,
         ``health_check_interval``, ``timeout`` and ``max_reconnect_delay``. Every other query
@@ -263,7 +277,8 @@ class RedisBackplane(Backplane):
                 if self._close_client:
                     await self._client.aclose()
                     # from_url's Sentinel: its connections to the sentinels too
-                    manager = getattr(self._client.connection_pool, "sentinel_manager", None)
+                    pool = getattr(self._client, "connection_pool", None)
+                    manager = getattr(pool, "sentinel_manager", None)
                     for sentinel in getattr(manager, "sentinels", ()):
                         await sentinel.aclose()
 
@@ -349,6 +364,8 @@ class RedisBackplane(Backplane):
         try:
             with anyio.fail_after(self._timeout):
                 await subscriber.subscribe([channel])
+        except _MOVING as exc:  # the slot moved: subscribe it where it is now
+            self._link_lost(f"SUBSCRIBE failed: {describe(exc)}")
         except rx.ResponseError as exc:
             self._listened.pop(stream, None)
             self._streams.pop(channel, None)
@@ -398,8 +415,9 @@ class RedisBackplane(Backplane):
         try:
             with anyio.fail_after(self._timeout):
                 denied = await self._redis.eval(
-                    PERMISSIONS_LUA, 2, probe.meta, probe.log, probe.channel, "publish",
-                    "subscribe",
+                    PERMISSIONS_LUA, 2, probe.meta, probe.log, probe.channel,
+                    "spublish" if self._cluster else "publish",
+                    "ssubscribe" if self._cluster else "subscribe",
                 )  # fmt: skip
         except rx.ResponseError as exc:
             if "acl_check_cmd" in str(exc):
@@ -409,25 +427,35 @@ class RedisBackplane(Backplane):
             commands = ", ".join(_text(command) for command in denied)
             raise BackplaneError(
                 f"the Redis ACL user may not run: {commands}. Give it at least: "
-                + acl_rule(self.prefix)
+                + acl_rule(self.prefix, cluster=self._cluster)
                 + " (docs: Scaling out, ACL)."
             )
 
     async def _check_not_cluster(self) -> None:
-        """Refuse a node of a Redis Cluster at start (its keys live on other nodes too)."""
+        """Refuse a node of a Redis Cluster given as one server (its keys live on other nodes
+        too), saying which URL to use."""
+        if self._cluster:
+            return
         try:
             with anyio.fail_after(self._timeout):
                 info = await self._redis.info("cluster")
         except rx.NoPermissionError:
             return  # (the permission check names INFO)
         if int(info.get("cluster_enabled", 0)):
-            raise BackplaneError(f"this Redis is a node of a Redis Cluster. {_NO_CLUSTER}")
+            raise BackplaneError(
+                "this Redis is a node of a Redis Cluster: use a redis+cluster:// URL "
+                "(redis+cluster://host:port[,host:port]) or a RedisCluster client"
+            )
 
     # The pub/sub connection
 
     async def _connect(self) -> None:
         """Open the pub/sub connection, subscribed to exactly the listened streams."""
-        subscriber = Subscriber(self._redis, self._on_message)
+        subscriber: Subscriber | Shards
+        if self._cluster:
+            subscriber = Shards(self._redis, self._on_message)
+        else:
+            subscriber = Subscriber(self._redis, self._on_message)
         try:
             with anyio.fail_after(self._timeout):
                 await subscriber.connect()
@@ -454,12 +482,14 @@ class RedisBackplane(Backplane):
                 await subscriber.close()
             raise
         # no await since the last check: listen() takes over from here
-        self._subscriber, self._reader = subscriber, reader
+        self._subscriber, self._open = subscriber, (subscriber, reader)
         self._lost = asyncio.Event()
 
-    async def _subscribe_all(self, subscriber: Subscriber, channels: list[bytes]) -> None:
+    async def _subscribe_all(self, subscriber: Subscriber | Shards, channels: list[bytes]) -> None:
         try:
             await subscriber.subscribe(channels)
+        except _MOVING:
+            raise
         except rx.ResponseError:  # some channel refused: find which, drop it loudly
             for channel in channels:
                 try:
@@ -470,15 +500,15 @@ class RedisBackplane(Backplane):
                     _log.error("%s", to_backplane_error(exc, f"SUBSCRIBE to {channel!r}"))
 
     async def _disconnect(self, reason: str) -> None:
-        subscriber, reader = self._subscriber, self._reader
-        self._subscriber, self._reader = None, None
-        if reader is not None:
+        opened, self._open, self._subscriber = self._open, None, None
+        if opened is not None:
+            subscriber, reader = opened
             reader.cancel()
-        if subscriber is not None:
             subscriber.fail(reason)
             shielded = anyio.CancelScope(shield=True)
             with shielded, anyio.move_on_after(self._timeout), suppress(rx.RedisError, OSError):
                 await subscriber.close()
+                await asyncio.wait({reader}, timeout=self._timeout)
 
     async def _supervise(self) -> None:
         """Serve the connection; when it is lost, open another and reset the receiver."""
@@ -499,8 +529,8 @@ class RedisBackplane(Backplane):
 
     async def _serve(self) -> None:
         """Until the connection is lost: the reader reads, the watchdog PINGs."""
-        subscriber, reader, lost = self._subscriber, self._reader, self._lost
-        assert subscriber is not None and reader is not None
+        assert self._open is not None
+        (subscriber, reader), lost = self._open, self._lost
         waits: set[asyncio.Future[Any]] = {reader, asyncio.ensure_future(lost.wait())}
         if self._health_check_interval:
             waits.add(asyncio.ensure_future(self._watch(subscriber)))
@@ -526,14 +556,16 @@ class RedisBackplane(Backplane):
             attempt += 1
             last = loop.time()
             try:
-                # Idle command connections may lead to the lost server: drop them first.
-                await self._redis.connection_pool.disconnect(inuse_connections=False)
+                if self._cluster:  # the topology may have changed (failover, resharding)
+                    await self._redis.nodes_manager.initialize()
+                else:  # idle command connections may lead to the lost server: drop them
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
                 await self._connect()
                 return
             except Exception as exc:
                 _log.debug("reconnecting to Redis failed (attempt %d): %s", attempt, describe(exc))
 
-    async def _watch(self, subscriber: Subscriber) -> None:
+    async def _watch(self, subscriber: Subscriber | Shards) -> None:
         """PING every `health_check_interval`; the link is lost if no reply comes in time."""
         while True:
             await anyio.sleep(self._health_check_interval)

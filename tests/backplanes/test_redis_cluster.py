@@ -1,0 +1,206 @@
+"""The Redis backplane on a Redis Cluster (three masters, a replica each, started by the test
+suite: tests/redis_topology.py): sharded pub/sub, streams on every shard, resharding and a
+master's failover end in delivery or a resync, never silence.
+
+Two backplanes on one cluster stand for two processes: each has its own connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis_server import redis_server_available
+from redis_topology import ClusterTopology
+
+from liveupdates.backplanes import backplane_from_url
+from liveupdates.backplanes.redis import RedisBackplane
+from liveupdates.errors import BackplaneUnavailable
+from liveupdates.positions import Position, Publication
+from liveupdates.testing import RecordingReceiver
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+TIMINGS = {"health_check_interval": 0.1, "timeout": 0.5, "max_reconnect_delay": 0.2}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis.asyncio
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A cluster for the tests that leave it as they found it."""
+    if not redis_server_available():
+        pytest.skip("redis-server not found")
+    with ClusterTopology(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[ClusterTopology]:
+    """A cluster for this test only, which it may kill nodes of or reshard."""
+    if not redis_server_available():
+        pytest.skip("redis-server not found")
+    with ClusterTopology(tmp_path) as cluster:
+        yield cluster
+
+
+@asynccontextmanager
+async def backplanes(
+    url: str, count: int = 2
+) -> AsyncIterator[list[tuple[RedisBackplane, RecordingReceiver]]]:
+    async with AsyncExitStack() as stack:
+        started = []
+        for _ in range(count):
+            backplane = backplane_from_url(url)
+            assert isinstance(backplane, RedisBackplane)
+            receiver = RecordingReceiver()
+            await backplane.start(receiver)
+            stack.push_async_callback(backplane.aclose)
+            started.append((backplane, receiver))
+        yield started
+
+
+def streams_on_every_master(cluster: ClusterTopology, backplane: RedisBackplane) -> list[str]:
+    """One stream per master (their keys hash to slots of three different masters)."""
+    found: dict[int, str] = {}
+    for i in range(1000):
+        stream = f"topic:s{i}"
+        found.setdefault(cluster.master_of(backplane.names(stream).meta).port, stream)
+        if len(found) == len(cluster.masters()):
+            return list(found.values())
+    raise AssertionError("no stream for some master")
+
+
+async def delivered(receiver: RecordingReceiver, stream: str, publication: Publication) -> None:
+    with anyio.fail_after(10):
+        await receiver.wait_for(lambda: publication in receiver.of(stream))
+
+
+async def test_delivery_across_processes_on_every_shard_with_sharded_pubsub(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    url = shared_cluster.backplane_url(prefix=redis_prefix)
+    before = {n.port: _spublishes(n.command("INFO", "commandstats")) for n in shared_cluster.nodes}
+    async with backplanes(url) as [(one, _), (two, received)]:
+        streams = streams_on_every_master(shared_cluster, one)
+        for stream in streams:
+            await two.listen(stream)
+        published = {stream: await one.publish(stream, b"{}") for stream in streams}
+        for stream, publication in published.items():
+            await delivered(received, stream, publication)
+            replay = await two.replay(stream, Position(publication.epoch, 0))
+            assert replay.complete and replay.publications == [publication]
+        assert (received.resets, two.reconnects) == (0, 0)
+    # Each publication was SPUBLISHed once, by the master of its stream's slot only.
+    for node in shared_cluster.nodes:
+        calls = _spublishes(node.command("INFO", "commandstats")) - before[node.port]
+        owned = [s for s in streams if shared_cluster.master_of(one.names(s).meta) is node]
+        assert calls == len(owned), (node.port, calls, owned)
+
+
+def _spublishes(stats: dict[str, Any]) -> int:
+    return int(stats.get("cmdstat_spublish", {}).get("calls", 0))
+
+
+async def test_a_redis_cluster_client(shared_cluster: ClusterTopology, redis_prefix: str) -> None:
+    nodes = [ClusterNode("127.0.0.1", node.port) for node in shared_cluster.nodes]
+    client = RedisCluster(startup_nodes=nodes)
+    backplane = RedisBackplane(client, prefix=redis_prefix)
+    receiver = RecordingReceiver()
+    await backplane.start(receiver)
+    try:
+        for stream in streams_on_every_master(shared_cluster, backplane):
+            await backplane.listen(stream)
+            publication = await backplane.publish(stream, b"{}")
+            await delivered(receiver, stream, publication)
+    finally:
+        await backplane.aclose()
+    assert await client.ping()  # the application's client: not closed
+    await client.aclose()
+
+
+async def test_a_cluster_node_given_as_one_server_says_to_use_the_cluster_url(
+    shared_cluster: ClusterTopology,
+) -> None:
+    """It used to start, then lose publishes to MOVED and close handshakes with 1013."""
+    backplane = RedisBackplane.from_url(shared_cluster.nodes[0].url)
+    with anyio.fail_after(10), pytest.raises(Exception, match="redis\\+cluster://"):
+        await backplane.start(RecordingReceiver())
+
+
+async def test_resharding_a_listened_stream_ends_in_delivery_or_a_resync(
+    own_cluster: ClusterTopology,
+) -> None:
+    url = own_cluster.backplane_url(prefix="r", **TIMINGS)
+    async with backplanes(url) as [(one, _), (two, received)]:
+        moved, kept = streams_on_every_master(own_cluster, one)[:2]
+        for stream in (moved, kept):
+            await two.listen(stream)
+        first = {s: await one.publish(s, b"{}") for s in (moved, kept)}
+        for stream, publication in first.items():
+            await delivered(received, stream, publication)
+        slot = int(own_cluster.nodes[0].command("CLUSTER", "KEYSLOT", one.names(moved).meta))
+        target = own_cluster.master_of(one.names(kept).meta)
+        own_cluster.move_slot(slot, target)
+        with anyio.fail_after(10):
+            await received.wait_for(lambda: received.resets >= 1)  # the shard unsubscribed it
+        after = await _publish_until_accepted(one, moved)
+        with anyio.fail_after(10):  # (`two` may still be subscribing: then `reset` follows)
+            while after not in received.of(moved) and received.resets < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        # The keys moved with their slot to a Redis process that did not write them: a new
+        # epoch, so clients resync rather than trust offsets the old master assigned.
+        assert after.epoch != first[moved].epoch
+        assert not (await two.replay(moved, first[moved].position)).complete
+        again = await one.publish(kept, b"{}")
+        await delivered(received, kept, again)
+        assert (await two.replay(kept, first[kept].position)).publications == [again]
+
+
+async def test_a_master_killed_and_its_replica_promoted(own_cluster: ClusterTopology) -> None:
+    url = own_cluster.backplane_url(prefix="f", **TIMINGS)
+    async with backplanes(url) as [(one, _), (two, received)]:
+        failing, other = streams_on_every_master(own_cluster, one)[:2]
+        for stream in (failing, other):
+            await two.listen(stream)
+        first = {s: await one.publish(s, b"{}") for s in (failing, other)}
+        for stream, publication in first.items():
+            await delivered(received, stream, publication)
+        master = own_cluster.master_of(one.names(failing).meta)
+        own_cluster.kill9(master)
+        await anyio.to_thread.run_sync(own_cluster.wait_for_failover, master)
+        promoted = anyio.current_time()
+        after = await _publish_until_accepted(one, failing)
+        resumed = anyio.current_time() - promoted
+        # The listening process reconnected (perhaps after `after`: then it may have missed
+        # it live) and reset its receiver, so its hub reads the history: not complete, since
+        # the replica is another Redis process and started a new epoch. So: a resync.
+        with anyio.fail_after(10):
+            await received.wait_for(lambda: received.resets >= 1)
+        assert after.epoch != first[failing].epoch
+        assert not (await two.replay(failing, first[failing].position)).complete
+        live = await one.publish(failing, b"{}")
+        await delivered(received, failing, live)
+        assert (await two.replay(failing, after.position)).publications == [live]
+        again = await one.publish(other, b"{}")  # the other shards kept their history
+        await delivered(received, other, again)
+        assert (await two.replay(other, first[other].position)).publications == [again]
+        assert resumed < 1.0, f"publishing resumed {resumed:.2f} s after the promotion"
+
+
+async def _publish_until_accepted(backplane: RedisBackplane, stream: str) -> Publication:
+    with anyio.fail_after(15):
+        while True:
+            try:
+                return await backplane.publish(stream, b"{}")
+            except BackplaneUnavailable:
+                await anyio.sleep(0.01)  # reconnecting with the new topology
