@@ -7,6 +7,7 @@ Two backplanes on one cluster stand for two processes: each has its own connecti
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -20,8 +21,9 @@ from redis_server import redis_server_available
 from redis_topology import ClusterTopology
 
 from liveupdates.backplanes import backplane_from_url
+from liveupdates.backplanes._redis_errors import acl_rule
 from liveupdates.backplanes.redis import RedisBackplane
-from liveupdates.errors import BackplaneUnavailable
+from liveupdates.errors import BackplaneError, BackplaneUnavailable
 from liveupdates.positions import Position, Publication
 from liveupdates.testing import RecordingReceiver
 
@@ -204,3 +206,36 @@ async def _publish_until_accepted(backplane: RedisBackplane, stream: str) -> Pub
                 return await backplane.publish(stream, b"{}")
             except BackplaneUnavailable:
                 await anyio.sleep(0.01)  # reconnecting with the new topology
+
+
+async def test_the_documented_minimal_acl_rule_is_enough_on_a_cluster(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    user = "lu" + redis_prefix
+    rule = acl_rule(redis_prefix, cluster=True, user=user).replace(">password", ">s3cret")
+    for node in shared_cluster.nodes:  # ACL users are per node
+        node.command(*shlex.split(rule))
+    hosts = ",".join(f"127.0.0.1:{node.port}" for node in shared_cluster.nodes)
+    url = f"redis+cluster://{user}:s3cret@{hosts}/?prefix={redis_prefix}"
+    async with backplanes(url) as [(one, _), (two, received)]:
+        for stream in streams_on_every_master(shared_cluster, one):
+            await two.listen(stream)
+            publication = await one.publish(stream, b"{}")
+            await delivered(received, stream, publication)
+            replay = await two.replay(stream, Position(publication.epoch, 0))
+            assert replay.publications == [publication]
+
+
+async def test_a_missing_acl_permission_on_a_cluster_names_it(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    user = "lu" + redis_prefix
+    rule = acl_rule(redis_prefix, cluster=True, user=user).replace(">password", ">s3cret")
+    for node in shared_cluster.nodes:
+        node.command(*shlex.split(rule + " -spublish"))
+    url = f"redis+cluster://{user}:s3cret@127.0.0.1:{shared_cluster.nodes[0].port}/"
+    backplane = backplane_from_url(f"{url}?prefix={redis_prefix}")
+    with anyio.fail_after(10), pytest.raises(BackplaneError) as caught:
+        await backplane.start(RecordingReceiver())
+    assert f"spublish {{{redis_prefix}:liveupdates-acl-check}}:ch" in str(caught.value)
+    assert "+spublish +ssubscribe" in str(caught.value)  # the rule for a cluster

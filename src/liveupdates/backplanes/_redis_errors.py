@@ -24,7 +24,9 @@ _COMMANDS: Final = (
     "+xadd +xtrim +xrevrange"
 )
 _PUBSUB: Final = "+publish +subscribe +unsubscribe"
-_SHARDED: Final = "+spublish +ssubscribe +sunsubscribe +cluster|slots +cluster|shards +readonly"
+_SHARDED: Final = (
+    "+spublish +ssubscribe +sunsubscribe +cluster|slots +cluster|shards +readonly +command"
+)
 
 
 def acl_rule(prefix: str, *, cluster: bool = False, user: str = "<user>") -> str:
@@ -68,13 +70,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _hint(exc: BaseException, prefix: str) -> str:
+def _hint(exc: BaseException, prefix: str, cluster: bool) -> str:
     """What to do about `exc`, or ''."""
     text = " ".join(describe(cause) for cause in _causes(exc))
     if isinstance(exc, rx.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
         return (
             " The Redis ACL user lacks a permission the backplane needs; give it at least: "
-            + acl_rule(prefix)
+            + acl_rule(prefix, cluster=cluster)
             + " (docs: Scaling out, ACL)."
         )
     if isinstance(exc, rx.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
@@ -96,9 +98,11 @@ def _hint(exc: BaseException, prefix: str) -> str:
     return ""
 
 
-def to_backplane_error(exc: BaseException, action: str, prefix: str = "lu") -> BackplaneError:
+def to_backplane_error(
+    exc: BaseException, action: str, prefix: str = "lu", *, cluster: bool = False
+) -> BackplaneError:
     """The `BackplaneError` (or `BackplaneUnavailable`) that `exc` means for `action`."""
-    hint = _hint(exc, prefix)
+    hint = _hint(exc, prefix, cluster)
     if isinstance(exc, rx.AuthenticationError | rx.NoPermissionError) or (hint and "ACL" in hint):
         return BackplaneError(f"Redis refused to {action}: {describe(exc)}.{hint}")
     if type(exc) is TimeoutError:  # a deadline of ours (anyio.fail_after)

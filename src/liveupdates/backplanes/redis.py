@@ -253,7 +253,9 @@ class RedisBackplane(Backplane):
                 await self._check_permissions()
                 await self._connect()
             except (rx.RedisError, OSError, TimeoutError) as exc:
-                raise to_backplane_error(exc, "connect", self.prefix) from exc
+                raise to_backplane_error(
+                    exc, "connect", self.prefix, cluster=self._cluster
+                ) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -370,7 +372,7 @@ class RedisBackplane(Backplane):
             self._listened.pop(stream, None)
             self._streams.pop(channel, None)
             raise to_backplane_error(
-                exc, f"SUBSCRIBE to {channel.decode()!r}", self.prefix
+                exc, f"SUBSCRIBE to {channel.decode()!r}", self.prefix, cluster=self._cluster
             ) from exc
         except Exception as exc:
             self._link_lost(f"SUBSCRIBE failed: {describe(exc)}")
@@ -404,7 +406,7 @@ class RedisBackplane(Backplane):
         try:
             return await self._commands.run(script, keys, args)
         except (rx.RedisError, OSError, TimeoutError) as exc:
-            error = to_backplane_error(exc, action, self.prefix)
+            error = to_backplane_error(exc, action, self.prefix, cluster=self._cluster)
             if isinstance(error, BackplaneUnavailable):
                 self._link_lost(f"a command failed: {error}")
             raise error from exc
@@ -497,7 +499,10 @@ class RedisBackplane(Backplane):
                 except rx.ResponseError as exc:
                     stream = self._streams.pop(channel, None)
                     self._listened.pop(stream or "", None)
-                    _log.error("%s", to_backplane_error(exc, f"SUBSCRIBE to {channel!r}"))
+                    error = to_backplane_error(
+                        exc, f"SUBSCRIBE to {channel!r}", self.prefix, cluster=self._cluster
+                    )
+                    _log.error("%s", error)
 
     async def _disconnect(self, reason: str) -> None:
         opened, self._open, self._subscriber = self._open, None, None
