@@ -41,6 +41,7 @@ try:
     import redis.asyncio as aioredis
     from redis import exceptions as rx
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.connection import AbstractConnection
 except ModuleNotFoundError as exc:  # pragma: no cover - tested in a subprocess
     if exc.name != "redis" and not (exc.name or "").startswith("redis."):
         raise
@@ -67,6 +68,7 @@ from ..positions import Position, Publication, Replay
 from ._redis_commands import Commands, Script
 from ._redis_config import client_from_url, split_options, undecoded
 from ._redis_errors import acl_rule, describe, to_backplane_error
+from ._redis_pipeline import Pipeline, bulk, bulks, pack
 from ._redis_scripts import PERMISSIONS_LUA, PUBLISH_LUA, READ_LUA, REPLAY_LUA
 from ._redis_shards import Shards
 from ._redis_subscriber import Subscriber
@@ -111,6 +113,7 @@ class _Stream(NamedTuple):
     keys: tuple[str, str]
     channel: str
     head: bytes  # the start of the pub/sub message: a Publication is an array of 6
+    command: bytes  # the EVALSHA command packed up to the entry (not on a cluster)
 
 
 class _State(enum.Enum):
@@ -178,6 +181,8 @@ class RedisBackplane(Backplane):
         self._listened: dict[str, bytes] = {}  # stream -> channel
         self._streams: dict[bytes, str] = {}  # channel -> stream
         self._subscriber: Subscriber | Shards | None = None  # while connected
+        self._pipeline: Pipeline | None = None  # commands (not on a cluster), while connected
+        self._open_pipeline: Pipeline | None = None  # until closed
         # The open pub/sub connection and its reader, until closed (`_subscriber` is None as
         # soon as the connection is found broken; this one stays until it is closed).
         self._open: tuple[Subscriber | Shards, asyncio.Task[None]] | None = None
@@ -188,6 +193,7 @@ class RedisBackplane(Backplane):
         self._nonce = secrets.token_hex(2)
         publish = "SPUBLISH" if self._cluster else "PUBLISH"  # sharded pub/sub on a cluster
         self._publish_tail = (history_size, self._ttl_ms, self._nonce, publish)
+        self._packed_tail = bulks(self._publish_tail)
         self._prepared: dict[str, _Stream] = {}
         self.reconnects = 0
         """How many times the pub/sub connection was lost and opened again."""
@@ -294,13 +300,20 @@ class RedisBackplane(Backplane):
         ts = time.time()
         entry = _encode(body) + _encode(slot) + _encode(ts)
         prepared = self._prepared.get(stream) or self._prepare(stream)
-        args = (prepared.channel, prepared.head, entry, *self._publish_tail)
-        epoch, offset = await self._run(_PUBLISH, prepared.keys, args, "publish")
+        if self._cluster:
+            args = (prepared.channel, prepared.head, entry, *self._publish_tail)
+            epoch, offset = await self._run(_PUBLISH, prepared.keys, args, "publish")
+        else:  # the command packed once but for its entry
+            command = prepared.command + bulk(entry) + self._packed_tail
+            epoch, offset = await self._run_packed(_PUBLISH, command, "publish")
         return Publication(stream, _text(epoch), int(offset), bytes(body), slot, ts)
 
     def _prepare(self, stream: str) -> _Stream:
         names = self.names(stream)
-        prepared = _Stream((names.meta, names.log), names.channel, b"\x96" + _encode(stream))
+        head = b"\x96" + _encode(stream)
+        args = ("EVALSHA", _PUBLISH.sha, 2, names.meta, names.log, names.channel, head)
+        command = b"*%d\r\n" % (len(args) + 5) + bulks(args)  # + the entry and the tail's 4
+        prepared = _Stream((names.meta, names.log), names.channel, head, command)
         if len(self._prepared) >= _NAMES_CACHE:
             self._prepared.clear()
         self._prepared[stream] = prepared
@@ -404,12 +417,35 @@ class RedisBackplane(Backplane):
     ) -> Any:
         """Run `script`; when Redis is unavailable, reconnect so that `reset()` follows."""
         try:
-            return await self._commands.run(script, keys, args)
+            if self._cluster:
+                return await self._commands.run(script, keys, args)
+            command = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+            return await self._evalsha(script, command)
         except (rx.RedisError, OSError, TimeoutError) as exc:
             error = to_backplane_error(exc, action, self.prefix, cluster=self._cluster)
             if isinstance(error, BackplaneUnavailable):
                 self._link_lost(f"a command failed: {error}")
             raise error from exc
+
+    async def _run_packed(self, script: Script, command: bytes, action: str) -> Any:
+        """`_run` of an EVALSHA command packed already (not on a cluster)."""
+        try:
+            return await self._evalsha(script, command)
+        except (rx.RedisError, OSError, TimeoutError) as exc:
+            error = to_backplane_error(exc, action, self.prefix)
+            if isinstance(error, BackplaneUnavailable):
+                self._link_lost(f"a command failed: {error}")
+            raise error from exc
+
+    async def _evalsha(self, script: Script, command: bytes) -> Any:
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise rx.ConnectionError("the connection to Redis was lost; reconnecting")
+        try:
+            return await pipeline.call_packed(command)
+        except rx.NoScriptError:  # Redis restarted, or SCRIPT FLUSH
+            await pipeline.call("SCRIPT", "LOAD", script.source)
+            return await pipeline.call_packed(command)
 
     async def _check_permissions(self) -> None:
         """Fail at start, naming what to add, when the ACL user lacks a permission."""
@@ -454,16 +490,22 @@ class RedisBackplane(Backplane):
     async def _connect(self) -> None:
         """Open the pub/sub connection, subscribed to exactly the listened streams."""
         subscriber: Subscriber | Shards
+        pipeline = None
         if self._cluster:
             subscriber = Shards(self._redis, self._on_message)
         else:
             subscriber = Subscriber(self._redis, self._on_message)
+            pipeline = Pipeline(self._new_connection(), self._timeout, self._pipeline_lost)
         try:
             with anyio.fail_after(self._timeout):
                 await subscriber.connect()
+                if pipeline is not None:
+                    await pipeline.connect()
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
                 await subscriber.close()
+                if pipeline is not None:
+                    await pipeline.close()
             raise
         reader = asyncio.get_running_loop().create_task(subscriber.run())
         subscribed: set[bytes] = set()
@@ -478,14 +520,30 @@ class RedisBackplane(Backplane):
                         subscribed -= stale
                     else:
                         break
+            if pipeline is not None and pipeline.lost is not None:
+                raise rx.ConnectionError(f"the connection to Redis was lost: {pipeline.lost}")
         except BaseException:
             reader.cancel()
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
                 await subscriber.close()
+                if pipeline is not None:
+                    await pipeline.close()
             raise
         # no await since the last check: listen() takes over from here
         self._subscriber, self._open = subscriber, (subscriber, reader)
+        self._pipeline, self._open_pipeline = pipeline, pipeline
         self._lost = asyncio.Event()
+
+    def _new_connection(self) -> AbstractConnection:
+        """A connection like the pool's, without a socket timeout (`Pipeline` bounds each
+        command by `timeout` itself, and must not time out while it waits for commands)."""
+        pool = self._redis.connection_pool
+        options = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: AbstractConnection = pool.connection_class(**options)
+        return connection
+
+    def _pipeline_lost(self, reason: str) -> None:
+        self._link_lost(f"the command connection failed: {reason}")
 
     async def _subscribe_all(self, subscriber: Subscriber | Shards, channels: list[bytes]) -> None:
         try:
@@ -505,6 +563,12 @@ class RedisBackplane(Backplane):
                     _log.error("%s", error)
 
     async def _disconnect(self, reason: str) -> None:
+        self._subscriber = None  # (so that closing the pipeline reports no loss)
+        pipeline, self._open_pipeline, self._pipeline = self._open_pipeline, None, None
+        if pipeline is not None:
+            pipeline.fail(reason)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+                await pipeline.close()
         opened, self._open, self._subscriber = self._open, None, None
         if opened is not None:
             subscriber, reader = opened
@@ -599,6 +663,7 @@ class RedisBackplane(Backplane):
         if self._subscriber is not None and not self._lost.is_set():
             _log.warning("lost the Redis pub/sub connection: %s", reason)
             self._subscriber = None  # publish and replay fail fast from now on
+            self._pipeline = None
             self._lost.set()
 
 
