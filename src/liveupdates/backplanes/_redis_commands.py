@@ -1,7 +1,8 @@
-"""The Redis backplane's scripts, run through redis-py and batched into pipelines.
+"""The Redis backplane's scripts on a Redis Cluster, run through redis-py's cluster client.
 
-A script runs as ``EVALSHA`` (loaded again with ``SCRIPT LOAD`` after a restart or a
-``SCRIPT FLUSH``). A call runs at once, on a connection of the client's pool, while fewer than
+(On one Redis, the backplane pipelines its commands on a connection of its own instead:
+`_redis_pipeline`.) A script runs as ``EVALSHA`` (loaded again with ``SCRIPT LOAD`` after a
+restart, a failover or a ``SCRIPT FLUSH``). A call runs at once, on a connection of the client's pool, while fewer than
 `max_in_flight` are running; beyond that, calls queue, and the next round trip carries every
 queued call in one redis-py pipeline (``transaction=False``): under load, concurrent publishers
 share round trips, and the connections in use stay bounded. On a cluster, redis-py routes each
