@@ -239,3 +239,27 @@ async def test_a_missing_acl_permission_on_a_cluster_names_it(
         await backplane.start(RecordingReceiver())
     assert f"spublish {{{redis_prefix}:liveupdates-acl-check}}:ch" in str(caught.value)
     assert "+spublish +ssubscribe" in str(caught.value)  # the rule for a cluster
+
+
+async def test_concurrent_publishes_each_get_their_own_position(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    """Many publishes in flight at once, on streams of every shard (redis-py's cluster
+    pipelines refuse EVALSHA: each runs on its own)."""
+    url = shared_cluster.backplane_url(prefix=redis_prefix)
+    async with backplanes(url, count=1) as [(backplane, _)]:
+        streams = streams_on_every_master(shared_cluster, backplane)
+        got: dict[str, list[Publication]] = {stream: [] for stream in streams}
+
+        async def publish(stream: str) -> None:
+            got[stream].append(await backplane.publish(stream, stream.encode()))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for _ in range(40):
+                    for stream in streams:
+                        tg.start_soon(publish, stream)
+        for stream, publications in got.items():
+            assert sorted(p.offset for p in publications) == list(range(1, 41))
+            assert {p.body for p in publications} == {stream.encode()}
+            assert len({p.epoch for p in publications}) == 1

@@ -278,7 +278,6 @@ class RedisBackplane(Backplane):
                 task.cancel()
                 await asyncio.wait({task}, timeout=self._timeout * 2)
             await self._disconnect("the backplane is closed")
-            self._commands.cancel()
             with anyio.move_on_after(self._timeout):
                 if self._close_redis:
                     await self._redis.aclose()
