@@ -129,7 +129,7 @@ class Subscriber:
             heard.set_result(None)
 
     def _received(self, response: Any) -> None:
-        if type(response) is not list or len(response) != 3:
+        if not isinstance(response, list) or len(response) != 3:
             return  # PONG
         kind, channel = response[0], response[1]
         if kind in _MESSAGES:
