@@ -149,6 +149,26 @@ async def test_publishing_resumes_promptly_after_redis_comes_back(
         assert receiver.resets == 1
 
 
+# Standalone forms ----------------------------------------------------------------------------
+
+
+async def test_a_unix_socket_and_a_database_number(tmp_path: Path) -> None:
+    if not redis_server_available():
+        pytest.skip("redis-server not found")
+    sock = tmp_path / "redis.sock"
+    args = ["--unixsocket", str(sock), "--unixsocketperm", "700"]
+    with RedisServer(tmp_path, args=args) as server:
+        async with started(f"unix://{sock}?db=3&prefix=u") as (backplane, receiver):
+            await backplane.listen(STREAM)
+            pub = await backplane.publish(STREAM, b"{}")
+            with anyio.fail_after(10):
+                await receiver.wait_for(lambda: receiver.of(STREAM) == [pub])
+        with redis.Redis(unix_socket_path=str(sock), db=3) as client:
+            assert client.exists(backplane.names(STREAM).meta) == 1
+        with redis.Redis(port=server.port, db=0) as client:
+            assert client.dbsize() == 0  # nothing in the default database
+
+
 # ACL users -----------------------------------------------------------------------------------
 
 
