@@ -23,13 +23,17 @@ history, or its newest offsets, may have been lost. The log is emptied with it. 
 the head and the newest entries in one script, and older entries in chunks (`REPLAY_CHUNK`),
 each checked against the epoch, so that a long replay never holds the event loop.
 
-Everything goes through redis-py's public API: scripts with ``EVALSHA``, concurrent calls
-batched into pipelines (`_redis_commands`), and one ``PubSub`` connection subscribed to every
-listened stream, read by one task that fans each publication out as it is parsed
-(`_redis_subscriber`). A watchdog PINGs it every `health_check_interval` seconds. When it is
-lost, or a command fails for want of Redis, the backplane reconnects with full-jitter
-exponential backoff (a `publish` or `replay` that finds it down makes it try again at once, at
-most every `_MIN_RETRY_SPACING` seconds), subscribes every stream again, then calls
+Everything goes through redis-py's public API. Scripts run with ``EVALSHA``, pipelined on one
+connection of redis-py's (`_redis_pipeline`); one ``PubSub`` connection is subscribed to every
+listened stream and read by one task that fans each publication out as it is parsed
+(`_redis_subscriber`). On a Redis Cluster (``redis+cluster://`` or a ``RedisCluster``
+client), scripts go through redis-py's cluster client to the master of their slot
+(`_redis_commands`), publications travel over sharded pub/sub (``SPUBLISH``), and there is one
+``SSUBSCRIBE`` connection per master (`_redis_shards`). A watchdog PINGs the pub/sub
+connections every `health_check_interval` seconds. When one is lost (or a slot moved), or a
+command fails for want of Redis, the backplane reconnects with full-jitter exponential backoff
+(a `publish` or `replay` that finds it down makes it try again at once, at most every
+`_MIN_RETRY_SPACING` seconds), subscribes every stream again, then calls
 `Receiver.reset` once. Meanwhile `publish` and `replay` raise `BackplaneUnavailable` at once.
 Every command is bounded by `timeout` seconds; redis-py errors become `BackplaneError` or
 `BackplaneUnavailable` with redis-py's message and a hint of what to do (`_redis_errors`).
@@ -125,8 +129,9 @@ class _State(enum.Enum):
 class RedisBackplane(Backplane):
     """Events, positions and history shared through Redis by hubs of many processes.
 
-    `client` is a ``redis.asyncio.Redis`` (standalone, or ``Sentinel.master_for``); it is
-    closed by `aclose` only when `close_client` is true (as it is for `from_url`). Its
+    `client` is a ``redis.asyncio.Redis`` (standalone, or ``Sentinel.master_for``) or a
+    ``redis.asyncio.cluster.RedisCluster`` (with ``decode_responses=False``); it is closed by
+    `aclose` only when `close_client` is true (as it is for `from_url`). A ``Redis`` client's
     ``decode_responses`` setting does not matter. History keeps the newest `history_size`
     events of a stream that are younger than `history_ttl` seconds; a stream idle for
     `history_ttl` is forgotten and gets a new epoch. Every command gives up after `timeout`
