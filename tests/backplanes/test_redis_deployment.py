@@ -371,8 +371,13 @@ def sentinel(tmp_path: Path, redis_server: RedisServer) -> Iterator[int]:
 
 
 async def test_sentinel_url(sentinel: int, redis_prefix: str) -> None:
-    url = f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0?prefix={redis_prefix}"
+    url = (
+        f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0?prefix={redis_prefix}"
+        "&socket_keepalive=true&health_check_interval=0.5"
+    )
     async with started(url) as (backplane, receiver):
+        kwargs = backplane._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+        assert (kwargs["socket_keepalive"], kwargs["db"]) == (True, 0)  # typed as redis-py does
         await backplane.listen(STREAM)
         pub = await backplane.publish(STREAM, b"{}")
         with anyio.fail_after(10):

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -74,49 +75,45 @@ def client_from_url(url: str, timeout: float) -> aioredis.Redis | RedisCluster:
 
 def _sentinel_client(url: str, timeout: float) -> aioredis.Redis:
     parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
     path = [unquote(part) for part in parts.path.split("/") if part]
-    if not path or len(path) > 2 or not parts.netloc.rpartition("@")[2]:
+    if not path or len(path) > 2 or not hosts:
         raise ValueError(
             "a Sentinel URL names the sentinels and the service: "
             "redis+sentinel://[user:password@]host:port[,host:port]/service[/db]"
         )
-    service = path[0]
-    options: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    sentinel_options: dict[str, Any] = {
-        key.removeprefix("sentinel_"): options.pop(key)
-        for key in list(options)
-        if key in _SENTINEL_OPTIONS
-    }
-    hosts = []
-    for host in parts.netloc.rpartition("@")[2].split(","):
-        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
-        try:
-            hosts.append((name.strip("[]"), int(port)))
-        except ValueError:
-            raise ValueError(f"invalid sentinel address {host!r}") from None
-    master: dict[str, Any] = {**_connection_options(timeout), **options}
-    if len(path) == 2:
-        master["db"] = int(path[1])
-    if parts.username:
-        master["username"] = unquote(parts.username)
-    if parts.password:
-        master["password"] = unquote(parts.password)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sentinel_options = {k.removeprefix("sentinel_"): v for k, v in query if k in _SENTINEL_OPTIONS}
+    rest = urlencode([(k, v) for k, v in query if k not in _SENTINEL_OPTIONS])
+    # redis-py parses the master's options (types, credentials, db) as for a redis:// URL.
+    master_url = urlunsplit(
+        ("redis", (userinfo + "@" if userinfo else "") + "sentinel", "/" + "/".join(path[1:]),
+         rest, "")
+    )  # fmt: skip
+    master: dict[str, Any] = {**_connection_options(timeout), **parse_url(master_url)}
+    for key in ("host", "port", "connection_class"):
+        master.pop(key, None)
     if parts.scheme.startswith("rediss"):
         master["ssl"] = True
-    for key in ("socket_timeout", "socket_connect_timeout", "max_connections"):
-        if key in master and isinstance(master[key], str):
-            master[key] = float(master[key]) if "timeout" in key else int(master[key])
+    master.pop("max_connections", None)  # (the Sentinel pool does not take it)
+    addresses = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
+        try:
+            addresses.append((name.strip("[]"), int(port)))
+        except ValueError:
+            raise ValueError(f"invalid sentinel address {host!r}") from None
     make_sentinel: Any = Sentinel  # (untyped in redis-py)
     sentinel = make_sentinel(
-        hosts,
+        addresses,
         sentinel_kwargs={
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             **sentinel_options,
         },
-        **{key: value for key, value in master.items() if key != "max_connections"},
+        **master,
     )
-    client: aioredis.Redis = sentinel.master_for(service)
+    client: aioredis.Redis = sentinel.master_for(path[0])
     _probe(client)
     return client
 
