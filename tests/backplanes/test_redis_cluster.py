@@ -263,3 +263,37 @@ async def test_concurrent_publishes_each_get_their_own_position(
             assert sorted(p.offset for p in publications) == list(range(1, 41))
             assert {p.body for p in publications} == {stream.encode()}
             assert len({p.epoch for p in publications}) == 1
+
+
+async def test_a_slot_caught_half_migrated_ends_in_delivery_or_a_resync(
+    own_cluster: ClusterTopology,
+) -> None:
+    """While a slot migrates, a publish may find its two keys on two nodes (Redis answers
+    TRYAGAIN, or ASK): it fails as `BackplaneUnavailable`, never silently, and once the slot
+    has moved publishing works and listeners are reset (then resync: a new epoch)."""
+    url = own_cluster.backplane_url(prefix="m", **TIMINGS)
+    async with backplanes(url) as [(one, sent), (two, received)]:
+        stream = "topic:m"
+        await two.listen(stream)
+        first = await one.publish(stream, b"{}")
+        await delivered(received, stream, first)
+        names = one.names(stream)
+        node = own_cluster.nodes[0]
+        slot = int(node.command("CLUSTER", "KEYSLOT", names.meta))
+        source = own_cluster.master_of_slot(slot)
+        target = next(m for m in own_cluster.masters() if m is not source)
+        target.command("CLUSTER", "SETSLOT", slot, "IMPORTING", own_cluster.node_id(source))
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", own_cluster.node_id(target))
+        source.command("MIGRATE", "127.0.0.1", target.port, names.log, 0, 5000)
+        with anyio.fail_after(10), pytest.raises(BackplaneUnavailable):
+            await one.publish(stream, b"{}")  # meta here, log there
+        with anyio.fail_after(10):
+            await sent.wait_for(lambda: sent.resets >= 1)  # what failed is followed by a reset
+        own_cluster.move_slot(slot, target)  # (the rest of the keys, then the slot)
+        after = await _publish_until_accepted(one, stream)
+        with anyio.fail_after(10):
+            await received.wait_for(lambda: received.resets >= 1)
+        assert after.epoch != first.epoch  # served by another Redis process now: resync
+        assert not (await two.replay(stream, first.position)).complete
+        live = await one.publish(stream, b"{}")
+        await delivered(received, stream, live)

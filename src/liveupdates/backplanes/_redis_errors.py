@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final
 
 from redis import exceptions as rx
 
 from ..errors import BackplaneError, BackplaneUnavailable
 
-__all__ = ("acl_rule", "describe", "mapped", "to_backplane_error")
+__all__ = ("REDIS_ERRORS", "acl_rule", "describe", "to_backplane_error")
 
 # Commands the backplane runs (in its scripts, and around them), by topology.
 _COMMANDS: Final = (
@@ -27,6 +26,17 @@ _PUBSUB: Final = "+publish +subscribe +unsubscribe"
 _SHARDED: Final = (
     "+spublish +ssubscribe +sunsubscribe +cluster|slots +cluster|shards +readonly +command"
 )
+
+
+# A cluster between two states (a slot migrating, a master failing over): try again later.
+_MOVING: Final = (
+    rx.AskError,  # (and MovedError) once redis-py gave up following redirections
+    rx.TryAgainError,
+    rx.ClusterError,  # (and ClusterDownError) CLUSTERDOWN, or redis-py's redirections ran out
+    rx.SlotNotCoveredError,
+)
+# What redis-py raises: its errors, and its cluster client's (not all of them RedisErrors).
+REDIS_ERRORS: Final = (rx.RedisError, rx.RedisClusterException, OSError, TimeoutError)
 
 
 def acl_rule(prefix: str, *, cluster: bool = False, user: str = "<user>") -> str:
@@ -105,17 +115,12 @@ def to_backplane_error(
     hint = _hint(exc, prefix, cluster)
     if isinstance(exc, rx.AuthenticationError | rx.NoPermissionError) or (hint and "ACL" in hint):
         return BackplaneError(f"Redis refused to {action}: {describe(exc)}.{hint}")
+    if isinstance(exc, _MOVING):
+        return BackplaneUnavailable(
+            f"the Redis Cluster is moving slots or failing over ({action}): {describe(exc)}"
+        )
     if type(exc) is TimeoutError:  # a deadline of ours (anyio.fail_after)
         return BackplaneUnavailable(f"Redis did not answer in time ({action}).{hint}")
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | rx.ReadOnlyError | OSError):
         return BackplaneUnavailable(f"Redis is unavailable ({action}): {describe(exc)}.{hint}")
     return BackplaneError(f"Redis failed to {action}: {describe(exc)}.{hint}")
-
-
-@contextmanager
-def mapped(action: str, prefix: str = "lu") -> Iterator[None]:
-    """Map redis-py (and socket, and deadline) errors to `BackplaneError` at this boundary."""
-    try:
-        yield
-    except (rx.RedisError, OSError, TimeoutError) as exc:
-        raise to_backplane_error(exc, action, prefix) from exc

@@ -71,7 +71,7 @@ from ..errors import BackplaneError, BackplaneUnavailable, HubClosed
 from ..positions import Position, Publication, Replay
 from ._redis_commands import Commands, Script
 from ._redis_config import client_from_url, split_options, undecoded
-from ._redis_errors import acl_rule, describe, to_backplane_error
+from ._redis_errors import REDIS_ERRORS, acl_rule, describe, to_backplane_error
 from ._redis_pipeline import Pipeline, bulk, bulks, pack
 from ._redis_scripts import PERMISSIONS_LUA, PUBLISH_LUA, READ_LUA, REPLAY_LUA
 from ._redis_shards import Shards
@@ -263,7 +263,7 @@ class RedisBackplane(Backplane):
                 await self._check_not_cluster()
                 await self._check_permissions()
                 await self._connect()
-            except (rx.RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 raise to_backplane_error(
                     exc, "connect", self.prefix, cluster=self._cluster
                 ) from exc
@@ -425,7 +425,7 @@ class RedisBackplane(Backplane):
                 return await self._commands.run(script, keys, args)
             command = pack(("EVALSHA", script.sha, len(keys), *keys, *args))
             return await self._evalsha(script, command)
-        except (rx.RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             error = to_backplane_error(exc, action, self.prefix, cluster=self._cluster)
             if isinstance(error, BackplaneUnavailable):
                 self._link_lost(f"a command failed: {error}")
@@ -435,7 +435,7 @@ class RedisBackplane(Backplane):
         """`_run` of an EVALSHA command packed already (not on a cluster)."""
         try:
             return await self._evalsha(script, command)
-        except (rx.RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             error = to_backplane_error(exc, action, self.prefix)
             if isinstance(error, BackplaneUnavailable):
                 self._link_lost(f"a command failed: {error}")
