@@ -118,9 +118,15 @@ class SentinelTopology:
             _mkdir(root / "replica"),
             args=[*fast, "--replicaof", "127.0.0.1", str(self.master.port)],
         )
-        self.sentinels = [
-            SentinelProcess(root / f"sentinel{i}", self.master.port) for i in range(3)
-        ]
+        while self.replica.port == self.master.port:  # (free, but not started yet)
+            self.replica.port = free_port()
+        self.sentinels: list[SentinelProcess] = []
+        for i in range(3):
+            sentinel = SentinelProcess(root / f"sentinel{i}", self.master.port)
+            taken = {self.master.port, self.replica.port, *(s.port for s in self.sentinels)}
+            while sentinel.port in taken:
+                sentinel.port = free_port()
+            self.sentinels.append(sentinel)
 
     def backplane_url(self, **options: object) -> str:
         """``redis+sentinel://`` with the three sentinels and backplane `options`."""
@@ -208,11 +214,13 @@ def _until(condition: Callable[[], bool], message: str, logs: str, timeout: floa
     raise RuntimeError(f"{message}:\n{logs}")
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher) is free too, as Redis requires."""
+def _cluster_port(exclude: set[int]) -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too, as Redis requires, and
+    that is neither in `exclude` nor 10,000 away from one (nodes chosen but not started yet)."""
+    taken = exclude | {p + 10000 for p in exclude} | {p - 10000 for p in exclude}
     for _ in range(1000):
         port = free_port()
-        if port > 55535:
+        if port > 55535 or port in taken or port + 10000 in taken:
             continue
         with socket.socket() as sock:
             try:
@@ -246,7 +254,7 @@ class ClusterTopology:
                       "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
                       "--repl-diskless-sync-delay", "0"],
             )  # fmt: skip
-            node.port = _cluster_port()
+            node.port = _cluster_port(exclude={n.port for n in self.nodes})
             self.nodes.append(node)
         self.replicas = replicas
         self._killed_slots: dict[int, int] = {}  # port of a killed master -> a slot it served
