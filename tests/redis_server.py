@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -52,7 +53,8 @@ class RedisServer:
     directory is made and removed by `stop`. The port stays the same across restarts.
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, args: Sequence[str] = ()) -> None:
+        self.args = tuple(args)  # more redis-server options (TLS, ACL, ...)
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if directory is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="lu-redis-")
@@ -90,7 +92,7 @@ class RedisServer:
         self._process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log")],
+             "--logfile", str(self.directory / "redis.log"), *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT

@@ -45,6 +45,7 @@ def test_from_url_options() -> None:
     )
     assert isinstance(backplane, RedisBackplane)
     assert (backplane.prefix, backplane.history_size, backplane.history_ttl) == ("app", 50, 2.5)
+    assert isinstance(backplane._client, aioredis.Redis)
     kwargs = backplane._client.connection_pool.connection_kwargs
     assert (kwargs["db"], kwargs["socket_timeout"], kwargs["socket_keepalive"]) == (3, 0.25, True)
 
@@ -257,3 +258,21 @@ async def test_an_error_reply_fails_its_publish_only(
             assert results[stream].offset == 1  # type: ignore[union-attr]
         assert (await backplane.publish("topic:a", b"{}")).offset == 2
         assert (backplane.reconnects, receiver.resets) == (0, 0)
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_with_the_hiredis_parser(redis_server: RedisServer, redis_prefix: str) -> None:
+    """The `[hiredis]` extra: redis-py then parses with hiredis, whose RESP3 push messages are
+    a list subclass (they were once taken for something else: no SUBSCRIBE was confirmed).
+    Runs where hiredis is installed (``pip install 'liveupdates[redis,hiredis]'``)."""
+    pytest.importorskip("hiredis")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    async with started(redis_server, redis_prefix) as (backplane, receiver):
+        await backplane.listen(STREAM)
+        pub = await backplane.publish(STREAM, b"{}")
+        with anyio.fail_after(5):
+            await receiver.wait_for(lambda: receiver.publications == [pub])
+        assert (await backplane.replay(STREAM, Position(pub.epoch, 0))).publications == [pub]

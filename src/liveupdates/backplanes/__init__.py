@@ -23,9 +23,16 @@ __all__ = (
     "backplane_from_url",
 )
 
+_REDIS_SCHEMES = (
+    "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+    "rediss+cluster",
+)  # fmt: skip
+
 
 def backplane_from_url(url: str) -> Backplane:
-    """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]`` or ``redis://...``."""
+    """A backplane for `url`: ``memory://[?history_size=N&history_ttl=S]``, ``redis://...``,
+    ``rediss://...``, ``unix://...``, ``redis+sentinel://...`` or ``redis+cluster://...``
+    (docs/scaling-out.md)."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
         options = dict(parse_qsl(parts.query))
@@ -36,9 +43,11 @@ def backplane_from_url(url: str) -> Backplane:
             history_size=int(options.get("history_size", 1000)),
             history_ttl=float(options.get("history_ttl", 600.0)),
         )
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in _REDIS_SCHEMES:
         from .redis import RedisBackplane  # needs the [redis] extra
 
         backplane: Backplane = RedisBackplane.from_url(url)
         return backplane
-    raise ValueError(f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://)")
+    raise ValueError(
+        f"unknown backplane URL scheme {parts.scheme!r} (memory://, redis://, redis+sentinel://, redis+cluster://)"
+    )

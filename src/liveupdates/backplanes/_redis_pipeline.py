@@ -1,14 +1,15 @@
-"""The Redis backplane's commands, pipelined on one connection of their own.
+"""The Redis backplane's commands, pipelined on one connection of redis-py's.
 
-Each command is written as it comes and its reply awaited in order: no pool, lock, task or
-timer per command, and concurrent publishers share round trips. Replies come back in the order
-the commands were written; the link (`_redis_link`) hands each, in the callback that read it,
-to the oldest command waiting. Writing never waits: each caller waits for its own reply, so
-what the transport buffers is bounded by the callers waiting, for `timeout` seconds at most.
+Each command is written as it comes (redis-py packs and writes it) and its caller waits for its
+reply, which one reader task reads with redis-py's parser, in order, and hands to the oldest
+caller waiting. No pool, lock or task per command, and concurrent publishers share round
+trips: the reader resolves every reply that arrived in one wake-up. The reader reads only while
+commands wait for replies.
 
-A lost link, or a command left without a reply for `timeout` seconds (one timer, for the
-oldest command in flight), fails every command in flight with `BackplaneUnavailable` and tells
-the backplane (`on_lost`), which reconnects; a lost pipeline is not used again.
+A lost connection, or a command left without a reply for `timeout` seconds (one timer, for the
+oldest command in flight), fails every command in flight with ``ConnectionError`` and tells
+the backplane (`on_lost`), which reconnects; a lost pipeline is not used again. An error reply
+fails its own command only.
 """
 
 from __future__ import annotations
@@ -16,67 +17,129 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
-from ..errors import BackplaneUnavailable
-from ._redis_link import Link
-from ._resp import Arg, pack
+__all__ = ("Pipeline", "bulk", "bulks", "pack")
 
-__all__ = ("Pipeline",)
+Arg = bytes | str | int | float
 
 
-class Pipeline(Link):
-    """Commands on `conn`, answered in order; see the module docstring."""
+def bulk(arg: Arg) -> bytes:
+    """One RESP bulk string (str as UTF-8, numbers in decimal): part of a packed command."""
+    data = arg if isinstance(arg, bytes) else str(arg).encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def bulks(args: tuple[Arg, ...]) -> bytes:
+    return b"".join(map(bulk, args))
+
+
+def pack(args: tuple[Arg, ...]) -> bytes:
+    """A command as redis-py's `send_packed_command` takes it (redis-py's own packer costs
+    several times more per publish; the backplane also keeps the constant start of each
+    stream's publish command packed)."""
+    return b"*%d\r\n" % len(args) + bulks(args)
+
+
+class Pipeline:
+    """Commands on `conn` (not yet connected), answered in order; see the module docstring."""
 
     def __init__(
         self, conn: AbstractConnection, timeout: float, on_lost: Callable[[str], None]
     ) -> None:
-        super().__init__(conn, on_lost)
+        self.conn = conn
+        self.lost: str | None = None
         self._timeout = timeout
+        self._on_lost = on_lost
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline)
+        self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Connect (redis-py runs the handshake) and start reading."""
+        connect: Any = self.conn.connect  # (untyped in redis-py)
+        await connect()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def call(self, *args: Arg) -> Any:
-        """Send a command; its reply (bytes, not decoded). A Redis error reply is raised."""
+        """Send a command; its reply. An error reply is raised (redis-py's exception)."""
         return await self.call_packed(pack(args))
 
-    async def call_packed(self, command: bytes) -> Any:
-        """`call` with the command packed already (`_resp.pack`)."""
+    async def call_packed(self, packed: bytes) -> Any:
+        """`call` with the command packed already (`pack`)."""
         if self.lost is not None:
-            raise BackplaneUnavailable(f"Redis is unavailable: {self.lost}")
+            raise rx.ConnectionError(f"the connection to Redis was lost: {self.lost}")
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         deadline = loop.time() + self._timeout
         self._waiting.append((reply, deadline))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
-        self.write(command)
+        self._wake.set()
+        try:
+            # Written in the order of `_waiting`: nothing suspends before the write itself.
+            await self.conn.send_packed_command(packed, check_health=False)
+        except Exception as exc:
+            self.fail(f"writing a command failed: {type(exc).__name__}: {exc}")
+            raise rx.ConnectionError(f"the connection to Redis was lost: {self.lost}") from exc
         return await reply  # (if this is cancelled, its reply is dropped when it comes)
 
-    def received(self, reply: Any) -> None:
-        if not self._waiting:
-            self.fail("Redis sent a reply nobody asked for")
+    def fail(self, reason: str) -> None:
+        """The pipeline is lost: fail every command in flight, stop reading."""
+        if self.lost is not None:
             return
-        future, _ = self._waiting.popleft()
-        if future.done():
-            return  # its caller was cancelled
-        if isinstance(reply, rx.RedisError):
-            future.set_exception(reply)
-        else:
-            future.set_result(reply)
-
-    def failed(self, reason: str) -> None:
-        """Fail every command in flight (later ones fail in `call_packed`)."""
+        self.lost = reason
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         while self._waiting:
             reply, _ = self._waiting.popleft()
             if not reply.done():
-                reply.set_exception(BackplaneUnavailable(f"Redis is unavailable: {reason}"))
+                reply.set_exception(rx.ConnectionError(f"Redis is unavailable: {reason}"))
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self._on_lost(reason)
+
+    async def close(self) -> None:
+        self.fail("closed")
+        if self._reader is not None:
+            await asyncio.wait({self._reader}, timeout=self._timeout)
+        with suppress(rx.RedisError, OSError):
+            await self.conn.disconnect(nowait=True)
+
+    async def _read(self) -> None:
+        while self.lost is None:
+            if not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                reply: Any = await self.conn.read_response(disconnect_on_error=False)
+            except rx.ResponseError as exc:
+                reply = exc
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.fail(f"{type(exc).__name__}: {exc}")
+                return
+            if not self._waiting:
+                self.fail("Redis sent a reply nobody asked for")
+                return
+            future, _ = self._waiting.popleft()
+            if not self._waiting and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if future.done():
+                continue  # its caller was cancelled
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
     def _expire(self) -> None:
         self._timer = None
