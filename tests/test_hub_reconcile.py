@@ -94,7 +94,7 @@ async def test_a_lost_publication_is_replayed_in_order(
 ) -> None:
     """Also when the gap is seen in a callback outside any task (`CallbackBackplane`)."""
     if lossy is CallbackBackplane and anyio_backend != "asyncio":
-        pytest.skip("asyncio callbacks (the Redis links are asyncio protocols)")
+        pytest.skip("asyncio callbacks: a backplane delivering from an asyncio protocol")
     backplane = lossy()
     async with Hub(backplane) as hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
         await ws.send_json({"type": "hello", "topics": ["t"]})

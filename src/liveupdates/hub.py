@@ -269,7 +269,7 @@ class Hub:
             return
         loop = self._loop
         if loop is not None and asyncio.current_task(loop) is None:
-            # An asyncio callback outside any task (the Redis links deliver in the one that read
+            # An asyncio callback outside any task (a backplane may deliver in the one that read
             # the bytes), where anyio may not tell which event loop runs: start it from a task.
             loop.create_task(self._spawn_from_task(func, args))  # (its first step holds it)
             return
