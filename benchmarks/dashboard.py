@@ -19,9 +19,10 @@ side, as the tick workload does), then:
   during its burst and its measured blocks, divided by their deliveries (for the Redis stacks,
   redis-server's own time is not in it);
 - heartbeat: the wall times of the pings each liveupdates client got from the server, over the
-  whole round (its clients connected together, in one wave); ``ping peak`` is the largest share
-  of them within one second: about 1/6 when they spread over the 6.25 s of jitter, 1.0 when a
-  cohort is pinged in step.
+  whole round (its clients connected together, in one wave): ``pings`` in all, and ``peak/s``,
+  the most pings within one second as a share of the N clients: 1.0 when the cohort is pinged
+  in step, about 0.16 when each interval's pings spread over the 6.25 s of the heartbeat's
+  jitter (a quarter of the 25 s interval), 0.04 over the whole interval.
 
 A ``resync`` counts for the keys its client still missed (``resync`` column): liveupdates sends
 one when a connection's outbox overflows, and the client refetches everything.
@@ -122,6 +123,7 @@ def run_round(
             row.result["pings"] = ping_spread(
                 [t for r in row.gens.command({"cmd": "pings"}, 30) for t in r["pings"]],
                 connected,
+                n,
             )
             row.result.pop("next_event", None)
             row.result["server_cpu_s"] = cpu_seconds(row.server.process.pid) - row.cpu[0]
@@ -132,8 +134,9 @@ def run_round(
             row.stop()
 
 
-def ping_spread(times: list[float], since: float) -> dict[str, Any]:
-    """How the heartbeat pings of a cohort spread: the largest share within one second."""
+def ping_spread(times: list[float], since: float, clients: int) -> dict[str, Any]:
+    """How the heartbeat pings of a cohort of `clients` spread: the most pings within one
+    second, as a share of the cohort (1.0: every client pinged in the same second)."""
     times = sorted(times)
     peak, j = 0, 0
     for i, t in enumerate(times):
@@ -142,7 +145,7 @@ def ping_spread(times: list[float], since: float) -> dict[str, Any]:
         peak = max(peak, i - j + 1)
     return {
         "count": len(times),
-        "peak_share": peak / len(times) if times else 0.0,
+        "peak_share": peak / clients if clients else 0.0,
         "first_s": times[0] - since if times else math.nan,
         "last_s": times[-1] - since if times else math.nan,
     }

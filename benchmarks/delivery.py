@@ -249,6 +249,7 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             "--no-access-log", "--backlog", "4096",
             "--ws-ping-interval", "0",  # (see docs/benchmarks.md: the stacks)
+            "--timeout-keep-alive", "3600",  # the publisher's connection stays open
             *stack.server_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned("server"))

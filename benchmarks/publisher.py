@@ -43,6 +43,18 @@ class Publisher:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
+    def request(self, n: int) -> None:
+        try:
+            self.connection.request("POST", PATH, body(n), self.headers)
+            response = self.connection.getresponse()
+        except (ConnectionError, http.client.HTTPException):  # the server closed it (idle)
+            self.connection.close()  # reopened by the next request
+            self.connection.request("POST", PATH, body(n), self.headers)
+            response = self.connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {PATH}: {response.status} {answer[:200]!r}")
+
     def post(self, first: int, count: int, rate: float) -> list[float]:
         times: list[float] = []
         start = time.perf_counter()
@@ -52,11 +64,7 @@ class Publisher:
                 if delay > 0:
                     time.sleep(delay)
             times.append(time.time())
-            self.connection.request("POST", PATH, body(first + i), self.headers)
-            response = self.connection.getresponse()
-            answer = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"POST {PATH}: {response.status} {answer[:200]!r}")
+            self.request(first + i)
         return times
 
 

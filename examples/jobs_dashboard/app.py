@@ -1,8 +1,9 @@
 """The live jobs dashboard: a Starlette app, its hub, its worker and its pages.
 
 Run it with ``bash scripts/demo.sh``, ``python -m examples.jobs_dashboard``, or
-``uvicorn --factory --ws-max-size 131072 examples.jobs_dashboard.app:create_app`` (settings
-from ``JOBS_*`` variables, see `settings.py`). docs/jobs-dashboard.md walks through it.
+``uvicorn --factory --ws-max-size 131072 --ws-per-message-deflate false
+examples.jobs_dashboard.app:create_app`` (settings from ``JOBS_*`` variables, see
+`settings.py`). docs/jobs-dashboard.md walks through it.
 """
 
 from __future__ import annotations
