@@ -387,15 +387,20 @@ class LoadGens:
         per_process: int,
         timeout: float = 180,
         deflate: bool = False,
+        one_by_one: bool = False,
     ) -> None:
+        """`one_by_one`: each process connects its clients after the previous one is done
+        (a ramp), instead of all of them at once."""
         count = max(1, math.ceil(n / per_process))
         sizes = [n // count + (i < n % count) for i in range(count)]
-        self.gens = [
-            LoadGen(port, protocol, size, 3 * i, timeout, deflate) for i, size in enumerate(sizes)
-        ]
+        self.gens: list[LoadGen] = []
         self.deflated = 0  # clients whose connection negotiated permessage-deflate
         try:
-            for gen in self.gens:
+            for i, size in enumerate(sizes):
+                self.gens.append(LoadGen(port, protocol, size, 3 * i, timeout, deflate))
+                if one_by_one:
+                    self.deflated += self.gens[-1].receive(timeout + 30).get("deflate", 0)
+            for gen in self.gens if not one_by_one else []:
                 self.deflated += gen.receive(timeout + 30).get("deflate", 0)  # {"ready": size}
         except BaseException:
             self.stop()

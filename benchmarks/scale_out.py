@@ -10,8 +10,9 @@ listening socket of its own on one shared port (``SO_REUSEPORT``: the kernel spr
 connections over the processes), and a private port for its ``/stats``. Then:
 
 1. connects ``-n`` idle clients (the load generator, `benchmarks/loadgen.py`, processes of at
-   most ``--per-loadgen`` clients) to the shared port, and reads each process' connections and
-   resident memory: memory per connection;
+   most ``--per-loadgen`` clients, one process after the other: ``--no-ramp`` starts them all
+   at once) to the shared port, and reads each process' connections and resident memory:
+   memory per connection;
 2. one broadcast to all: one event published by a `liveupdates.Producer` (a publish-only client
    of the same Redis, in this process) to ``Everyone``; the time from the publish until the last
    client has it, and the publish-to-receive latency p50, p99 and max; nothing may be lost;
@@ -199,7 +200,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.settle)
         before = [hub.rss() for hub in hubs]
         started = time.monotonic()
-        gens = LoadGens(port, "liveupdates", args.n, args.per_loadgen, timeout=900)
+        gens = LoadGens(
+            port, "liveupdates", args.n, args.per_loadgen, timeout=900, one_by_one=args.ramp
+        )
         connect_s = time.monotonic() - started
         counts = wait_connections(hubs, args.n, 120)
         time.sleep(args.settle)
@@ -293,6 +296,12 @@ def main() -> int:
     parser.add_argument("--publishes", type=int, default=20_000)
     parser.add_argument("--window", type=int, default=64, help="publishes in flight")
     parser.add_argument("--settle", type=float, default=1.0, help="s before reading memory")
+    parser.add_argument(
+        "--ramp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the load generators connect one after the other (default), or all at once",
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
