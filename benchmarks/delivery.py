@@ -74,6 +74,9 @@ class Stack:
     protocol: str  # of benchmarks.loadgen
     redis: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    deflate: bool = False  # the clients offer permessage-deflate as Chromium does
+    server_args: tuple[str, ...] = ()  # more options for uvicorn
+    default: bool = True  # run unless --stacks names the stacks
 
 
 STACKS = {
@@ -82,7 +85,7 @@ STACKS = {
         Stack("bare", "bare_app", "bare"),
         # the bare loop again, frames as long as liveupdates' (54 more bytes of padding): an A/A
         # control, its ratios to "bare" are the noise of the measurement (not run by default)
-        Stack("bare-control", "bare_app", "bare", env={"BENCH_PAD": "174"}),
+        Stack("bare-control", "bare_app", "bare", env={"BENCH_PAD": "174"}, default=False),
         Stack(
             "liveupdates-memory",
             "liveupdates_app",
@@ -111,6 +114,33 @@ STACKS = {
         ),
         Stack("broadcaster-redis", "broadcaster_app", "broadcaster", redis=True),
         Stack("socketio-redis", "socketio_app", "socketio", redis=True),
+        # connections as browsers open them: the clients offer permessage-deflate as Chromium
+        # does; uvicorn accepts it by default (2^12-byte windows, memLevel 5), or not at all
+        # (--ws-per-message-deflate false), or with the smallest windows zlib allows
+        Stack("bare-browser", "bare_app", "bare", deflate=True, default=False),
+        Stack(
+            "liveupdates-memory-browser",
+            "liveupdates_app",
+            "liveupdates",
+            deflate=True,
+            default=False,
+        ),
+        Stack(
+            "liveupdates-memory-browser-window9",
+            "liveupdates_app",
+            "liveupdates",
+            env={"BENCH_WS_WINDOW": "9"},
+            deflate=True,
+            default=False,
+        ),
+        Stack(
+            "liveupdates-memory-browser-off",
+            "liveupdates_app",
+            "liveupdates",
+            deflate=True,
+            server_args=("--ws-per-message-deflate", "false"),
+            default=False,
+        ),
     ]
 }
 
@@ -204,8 +234,8 @@ def start_redis(role: str) -> str:
 class Server:
     """One uvicorn process of a stack's app."""
 
-    def __init__(self, stack: Stack, redis_url: str | None) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **stack.env)
+    def __init__(self, stack: Stack, redis_url: str | None, workload: str = "tick") -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_WORKLOAD=workload, **stack.env)
         if stack.redis:
             assert redis_url is not None
             env["BENCH_REDIS_URL"] = redis_url
@@ -219,6 +249,8 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             "--no-access-log", "--backlog", "4096",
             "--ws-ping-interval", "0",  # (see docs/benchmarks.md: the stacks)
+            "--timeout-keep-alive", "3600",  # the publisher's connection stays open
+            *stack.server_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned("server"))
         deadline = time.monotonic() + 30
@@ -260,17 +292,13 @@ class Server:
 # the load generators ------------------------------------------------------------------------
 
 
-class LoadGen:
-    """One load generator process, driven one JSON line at a time."""
+class Child:
+    """A process of the harness (load generator, publisher), driven one JSON line at a time,
+    on the CPUs of the clients."""
 
-    def __init__(
-        self, port: int, protocol: str, n: int, first_address: int, timeout: float
-    ) -> None:
-        command = [
-            sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), "--port", str(port),
-            "--protocol", protocol, "-n", str(n), "--first-address", str(first_address),
-            "--timeout", str(timeout),
-        ]  # fmt: skip
+    what = "the load generator"
+
+    def __init__(self, command: list[str]) -> None:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             preexec_fn=pinned("clients"),
@@ -293,12 +321,12 @@ class LoadGen:
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise BenchError(f"the load generator did not answer within {timeout:.0f} s") from None
+            raise BenchError(f"{self.what} did not answer within {timeout:.0f} s") from None
         if not line:
-            raise BenchError(f"the load generator exited (status {self.process.wait(5)})")
+            raise BenchError(f"{self.what} exited (status {self.process.wait(5)})")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
-            raise BenchError(f"the load generator failed: {answer['error']}")
+            raise BenchError(f"{self.what} failed: {answer['error']}")
         return answer
 
     def stop(self) -> None:
@@ -311,18 +339,69 @@ class LoadGen:
         stop(self.process)
 
 
+class LoadGen(Child):
+    """One load generator process."""
+
+    def __init__(
+        self,
+        port: int,
+        protocol: str,
+        n: int,
+        first_address: int,
+        timeout: float,
+        deflate: bool = False,
+    ) -> None:
+        super().__init__([
+            sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), "--port", str(port),
+            "--protocol", protocol, "-n", str(n), "--first-address", str(first_address),
+            "--timeout", str(timeout), *(["--deflate"] if deflate else []),
+        ])  # fmt: skip
+
+
+class Publisher(Child):
+    """The application's publisher (`benchmarks/publisher.py`): HTTP POSTs from outside."""
+
+    what = "the publisher"
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            [sys.executable, str(ROOT / "benchmarks" / "publisher.py"), "--port", str(port)]
+        )
+        self.receive(30)  # {"ready": true}
+
+    def post(self, first: int, count: int, rate: float, timeout: float) -> list[float]:
+        """Events `first`... one request each; the wall time each request started."""
+        self.send({"cmd": "post", "first": first, "count": count, "rate": rate})
+        times: list[float] = self.receive(timeout)["times"]
+        return times
+
+
 class LoadGens:
     """N clients over as many load generator processes as `per_process` requires."""
 
     def __init__(
-        self, port: int, protocol: str, n: int, per_process: int, timeout: float = 180
+        self,
+        port: int,
+        protocol: str,
+        n: int,
+        per_process: int,
+        timeout: float = 180,
+        deflate: bool = False,
+        one_by_one: bool = False,
     ) -> None:
+        """`one_by_one`: each process connects its clients after the previous one is done
+        (a ramp), instead of all of them at once."""
         count = max(1, math.ceil(n / per_process))
         sizes = [n // count + (i < n % count) for i in range(count)]
-        self.gens = [LoadGen(port, protocol, size, 3 * i, timeout) for i, size in enumerate(sizes)]
+        self.gens: list[LoadGen] = []
+        self.deflated = 0  # clients whose connection negotiated permessage-deflate
         try:
-            for gen in self.gens:
-                gen.receive(timeout + 30)  # {"ready": size}
+            for i, size in enumerate(sizes):
+                self.gens.append(LoadGen(port, protocol, size, 3 * i, timeout, deflate))
+                if one_by_one:
+                    self.deflated += self.gens[-1].receive(timeout + 30).get("deflate", 0)
+            for gen in self.gens if not one_by_one else []:
+                self.deflated += gen.receive(timeout + 30).get("deflate", 0)  # {"ready": size}
         except BaseException:
             self.stop()
             raise
@@ -409,6 +488,50 @@ class Row:
     gens: LoadGens
     result: dict[str, Any]
     cpu: tuple[float, float] = (0.0, 0.0)  # server's and load generators' CPU seconds so far
+    publisher: Publisher | None = None  # the dashboard workload's
+
+    def stop(self) -> None:
+        self.gens.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
+        self.server.stop()
+
+
+def start_rows(
+    stacks: list[Stack], n: int, args: argparse.Namespace, redis_url: str | None, workload: str
+) -> list[Row]:
+    """Every stack's server with its N clients, started one after the other; the growth of
+    each server's memory while its own clients connect."""
+    rows: list[Row] = []
+    try:
+        for stack in stacks:
+            server = Server(stack, redis_url, workload)
+            try:
+                time.sleep(args.settle)
+                before = server.rss()
+                gens = LoadGens(
+                    server.port, stack.protocol, n, args.per_loadgen, deflate=stack.deflate
+                )
+            except BaseException:
+                server.stop()
+                raise
+            rows.append(Row(stack, server, gens, {"stack": stack.name, "n": n}))
+            if workload == "dashboard":
+                rows[-1].publisher = Publisher(server.port)
+            server.wait_connections(n, 60)
+            time.sleep(args.settle)  # idle connections settle
+            after = server.rss()
+            rows[-1].result |= {
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_connection": (after - before) / n,
+                "deflate": gens.deflated,
+            }
+    except BaseException:
+        for row in rows:
+            row.stop()
+        raise
+    return rows
 
 
 def run_round(
@@ -418,26 +541,8 @@ def run_round(
     floods run one stack after the other; the fixed rate is interleaved, `--block` seconds of
     one stack, then of the next, so that what the machine does meanwhile hits every stack
     alike."""
-    rows: list[Row] = []
+    rows = start_rows(stacks, n, args, redis_url, "tick")
     try:
-        for stack in stacks:  # memory: each server's growth while its own clients connect
-            server = Server(stack, redis_url)
-            try:
-                time.sleep(args.settle)
-                before = server.rss()
-                gens = LoadGens(server.port, stack.protocol, n, args.per_loadgen)
-            except BaseException:
-                server.stop()
-                raise
-            rows.append(Row(stack, server, gens, {"stack": stack.name, "n": n}))
-            server.wait_connections(n, 60)
-            time.sleep(args.settle)  # idle connections settle
-            after = server.rss()
-            rows[-1].result |= {
-                "rss_before_kib": before,
-                "rss_after_kib": after,
-                "kib_per_connection": (after - before) / n,
-            }
         for row in rows:
             row.cpu = cpu_seconds(row.server.process.pid), row.gens.cpu_seconds()
         burst = max(20, min(500, 100_000 // n))
@@ -456,8 +561,7 @@ def run_round(
         return [row.result for row in rows]
     finally:
         for row in rows:
-            row.gens.stop()
-            row.server.stop()
+            row.stop()
 
 
 def interleaved_rate(rows: list[Row], n: int, args: argparse.Namespace) -> None:
@@ -520,12 +624,14 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return runs[0]
     row: dict[str, Any] = merge(runs)
     for scenario in ("burst", "rate"):
-        for key in ("deliveries", "expected", "lost"):
-            row[scenario][key] = sum(r[scenario][key] for r in runs)
+        for key in ("deliveries", "expected", "lost", "resyncs"):
+            if key in row[scenario]:
+                row[scenario][key] = sum(r[scenario][key] for r in runs)
     row["rounds"] = [
         {"burst_per_s": r["burst"]["per_second"], "p50_ms": r["rate"]["p50_ms"],
          "p99_ms": r["rate"]["p99_ms"], "kib_per_connection": r["kib_per_connection"],
          "steal": r["rate"]["steal"]}
+        | ({"cpu_us_per_delivery": r["cpu_us_per_delivery"]} if "cpu_us_per_delivery" in r else {})
         for r in runs
     ]  # fmt: skip
     return row
@@ -644,9 +750,16 @@ def main() -> int:
     )
     parser.add_argument("-n", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument(
+        "--workload",
+        choices=["dashboard", "tick"],
+        default="dashboard",
+        help="dashboard (default): merging invalidations posted over HTTP from another process,"
+        " library defaults; tick: events published inside the server (see docs/benchmarks.md)",
+    )
+    parser.add_argument(
         "--stacks",
         nargs="+",
-        default=[name for name in STACKS if name != "bare-control"],
+        default=[name for name, stack in STACKS.items() if stack.default],
         choices=list(STACKS),
     )
     parser.add_argument(
@@ -709,10 +822,13 @@ def main() -> int:
         )
         results: list[dict[str, Any]] = []
         rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        print(header(), flush=True)
+        dashboard = args.workload == "dashboard"
+        from benchmarks import dashboard as workload  # (which imports this module)
+
+        print(workload.header() if dashboard else header(), flush=True)
         for n in args.n:
             for round_ in range(args.repeat):  # fresh servers: drifts of the machine hit all
-                round_results = run_round(
+                round_results = (workload.run_round if dashboard else run_round)(
                     [STACKS[name] for name in args.stacks], n, args, redis_url
                 )
                 bare = next((r for r in round_results if r["stack"] == "bare"), None)
@@ -722,15 +838,19 @@ def main() -> int:
                     rounds.setdefault((result["stack"], n), []).append(result)
                     note = f"  round {round_ + 1}/{args.repeat}" if args.repeat > 1 else ""
                     note += f"  steal {result['rate']['steal']:.0%}"
-                    print(format_line(row_cells(result, bare)) + note, flush=True)
+                    cells = (workload.row_cells if dashboard else row_cells)(result, bare)
+                    line = (workload.format_line if dashboard else format_line)(cells)
+                    print(line + note, flush=True)
             results += [combine(rounds[name, n]) for name in args.stacks]
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
     print()
-    print(table(results))
+    print(workload.table(results) if dashboard else table(results))
     if args.repeat > 1:
-        print(spread(rounds))
+        print(workload.spread(rounds) if dashboard else spread(rounds))
+    if dashboard:
+        print(workload.goals(results))
     shares = [(r["loadgen_cpu_s"] / max(r["server_cpu_s"], 1e-9), r) for r in results]
     if shares:
         high, worst = max(shares, key=lambda pair: pair[0])

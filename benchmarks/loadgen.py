@@ -10,11 +10,25 @@ Protocols: ``bare`` and ``broadcaster`` (one JSON object per text frame), ``live
 ``pong``) and ``socketio`` (Engine.IO 4 over WebSocket: ``0{...}``, ``40``, events as
 ``42["tick",{...}]``, ping ``2`` answered with ``3``).
 
+What a client counts (``arm``'s ``count``): ``ticks`` (events of the tick workload, latency
+from the ``ts`` they carry) or ``keys`` (the dashboard workload: invalidations whose keys are
+``["jobs", n]`` and ``["dashboard-stats"]``; one ``["jobs", n]`` reaching a client is one
+delivery, and its receive time is kept with its ``n``, for the harness to pair with the time
+the publisher posted event ``n``). A ``resync`` stands for every key still missing: it is
+counted, and the client counts as served.
+
+``--deflate`` offers ``permessage-deflate`` exactly as Chromium does
+(``Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits``) and inflates what
+the server compresses (the client's own frames, ``hello`` and ``pong``, go uncompressed, which
+the extension allows).
+
 Driven by `benchmarks/delivery.py` over stdin and stdout, one JSON object a line: the process
 connects ``-n`` clients (source addresses 127.0.0.1 to 127.0.0.8, so ephemeral ports never run
-out), prints ``{"ready": n}``, then answers commands: ``arm`` (reset the counters, set how many
-ticks each client expects), ``wait`` (until every client has them, or until no frame arrived for
-``quiet`` seconds; bounded by ``timeout``) and ``close``.
+out), prints ``{"ready": n, "deflate": clients that negotiated it}``, then answers commands:
+``arm`` (reset the counters, set how many ticks or keys each client expects), ``wait`` (until
+every client has them, or until no frame arrived for ``quiet`` seconds; bounded by
+``timeout``), ``pings`` (the wall times of the server's heartbeat pings since the last
+``pings``) and ``close``.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import resource
 import struct
 import sys
 import time
+import zlib
 from typing import Any, cast
 
 import msgspec
@@ -44,6 +59,8 @@ decode_list = msgspec.json.Decoder(list[Msg]).decode
 decode_sio = msgspec.json.Decoder(tuple[str, Msg]).decode
 PATHS = {"socketio": "/socket.io/?EIO=4&transport=websocket"}
 ZERO_MASK = b"\0\0\0\0"
+CHROMIUM_EXTENSIONS = "permessage-deflate; client_max_window_bits"  # what Chromium offers
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692: removed by the sender, appended to inflate
 
 
 def text_frame(data: bytes) -> bytes:
@@ -70,23 +87,40 @@ class Counters:
         self.last = 0.0  # wall time of the last data frame
         self.dropped = 0  # connections the server closed
         self.latencies: list[float] | None = None
+        self.keys = False  # count the keys of invalidations (the dashboard workload), not ticks
+        self.arrivals: list[float] | None = None  # keys: n, receive time, n, receive time, ...
+        self.resyncs = 0
+        self.deflated = 0  # clients whose connection negotiated permessage-deflate
+        self.pings: list[float] = []  # wall times of the server's heartbeat pings
 
-    def arm(self, target: int, latencies: bool) -> None:
+    def arm(self, target: int, latencies: bool, keys: bool = False) -> None:
         self.target, self.pending, self.done = target, self.clients, asyncio.Event()
-        self.done_at, self.last = 0.0, 0.0
-        self.latencies = [] if latencies else None
+        self.done_at, self.last, self.keys, self.resyncs = 0.0, 0.0, keys, 0
+        self.latencies = [] if latencies and not keys else None
+        self.arrivals = [] if latencies and keys else None
+
+    def served(self, now: float) -> None:
+        """One more client has everything it expects."""
+        self.pending -= 1
+        if not self.pending:
+            self.done_at = now
+            self.done.set()
 
 
 class Client(asyncio.Protocol):
     """One WebSocket connection; subclasses decode the application protocol."""
 
     __slots__ = (
-        "buf", "counters", "fragments", "frames", "keys", "open", "path", "ready", "ticks",
-        "transport",
+        "buf", "compressed", "counters", "deflate", "fragments", "frames", "inflater", "keys",
+        "open", "path", "ready", "resynced", "takeover", "ticks", "transport", "window",
     )  # fmt: skip
 
-    def __init__(self, counters: Counters, path: str) -> None:
-        self.counters, self.path = counters, path
+    def __init__(self, counters: Counters, path: str, deflate: bool = False) -> None:
+        self.counters, self.path, self.deflate = counters, path, deflate
+        self.inflater: Any = None  # zlib decompressor, once permessage-deflate is negotiated
+        self.window = 0  # its wbits (negative: raw deflate)
+        self.takeover = True  # the server keeps its compression context between messages
+        self.resynced = self.compressed = False
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.open = False
@@ -98,9 +132,13 @@ class Client(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)  # (uvloop's is not one)
         host, port = transport.get_extra_info("peername")[:2]
         transport.write(
-            f"GET {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n\r\n".encode()
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n"
+                + (f"Sec-WebSocket-Extensions: {CHROMIUM_EXTENSIONS}\r\n" if self.deflate else "")
+                + "\r\n"
+            ).encode()
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -123,6 +161,8 @@ class Client(asyncio.Protocol):
             if b" 101 " not in buf[: buf.find(b"\r\n")]:
                 self.fail(f"handshake refused: {bytes(buf[:end])!r}")
                 return
+            if self.deflate:
+                self.negotiate(bytes(buf[:end]))
             del buf[: end + 4]
             self.open = True
             self.opened()
@@ -149,11 +189,15 @@ class Client(asyncio.Protocol):
             pos = end
             opcode = b0 & 0x0F
             if opcode in (0, 1, 2):
+                if opcode:  # RSV1 of a message's first frame: compressed
+                    self.compressed = bool(b0 & 0x40)
                 if not b0 & 0x80:  # a fragment
                     self.fragments = (self.fragments or bytearray()) + payload
                     continue
                 if opcode == 0 and self.fragments is not None:
                     payload, self.fragments = self.fragments + payload, None
+                if self.compressed:
+                    payload = self.inflate(payload)
                 self.frames += 1
                 self.counters.last = now
                 self.message(payload, now)
@@ -166,6 +210,36 @@ class Client(asyncio.Protocol):
                 self.transport.close()
                 break
         del buf[:pos]
+
+    def negotiate(self, response: bytes) -> None:
+        """Read the server's answer to the offer: permessage-deflate, and its parameters."""
+        for line in response.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() != "sec-websocket-extensions":
+                continue
+            params = [p.strip() for p in value.split(";")]
+            if params[0] != "permessage-deflate":
+                continue
+            bits = 15
+            takeover = True
+            for param in params[1:]:
+                key, _, arg = param.partition("=")
+                if key.strip() == "server_max_window_bits":
+                    bits = int(arg.strip().strip('"'))
+                elif key.strip() == "server_no_context_takeover":
+                    takeover = False
+            self.window, self.takeover = -bits, takeover
+            self.inflater = zlib.decompressobj(self.window)
+            self.counters.deflated += 1
+
+    def inflate(self, payload: bytearray) -> bytearray:
+        if self.inflater is None:
+            self.fail("a compressed frame without permessage-deflate")
+            return bytearray()
+        data = bytearray(self.inflater.decompress(payload + DEFLATE_TAIL))
+        if not self.takeover:  # a fresh window for each message
+            self.inflater = zlib.decompressobj(self.window)
+        return data
 
     def fail(self, reason: str) -> None:
         if not self.ready.done():
@@ -188,12 +262,25 @@ class Client(asyncio.Protocol):
             if counters.latencies is not None:
                 counters.latencies.append(now - message.ts)
             if self.ticks == counters.target:
-                counters.pending -= 1
-                if not counters.pending:
-                    counters.done_at = now
-                    counters.done.set()
+                counters.served(now)
         elif kind == "invalidate":
             self.keys += len(message.keys)
+            counters = self.counters
+            if counters.keys:
+                arrivals, before = counters.arrivals, self.ticks
+                for key in message.keys:
+                    if key[0] == "jobs":
+                        self.ticks += 1
+                        if arrivals is not None:
+                            arrivals += (key[1], now)
+                if before < counters.target <= self.ticks and not self.resynced:
+                    counters.served(now)
+        elif kind == "resync":  # everything still missing is refetched: served
+            counters = self.counters
+            counters.resyncs += 1
+            if counters.keys and self.ticks < counters.target and not self.resynced:
+                counters.served(now)
+            self.resynced = True
 
 
 class BareClient(Client):
@@ -217,6 +304,7 @@ class LiveClient(Client):
         for message in decode_list(payload):
             kind = message.type
             if kind == "ping":
+                self.counters.pings.append(now)
                 self.send_text(b'{"type":"pong"}')
             elif kind == "subscribed" and not self.ready.done():
                 self.ready.set_result(None)
@@ -255,7 +343,13 @@ CLIENTS: dict[str, type[Client]] = {
 
 
 async def connect_all(
-    host: str, port: int, protocol: str, n: int, first_address: int, seconds: float
+    host: str,
+    port: int,
+    protocol: str,
+    n: int,
+    first_address: int,
+    seconds: float,
+    deflate: bool = False,
 ) -> tuple[Counters, list[Client]]:
     counters = Counters()
     loop = asyncio.get_running_loop()
@@ -266,7 +360,7 @@ async def connect_all(
     async def one(i: int) -> Client:
         source = f"127.0.0.{1 + (first_address + i) % 8}"
         _, client = await loop.create_connection(
-            lambda: cls(counters, path), host, port, local_addr=(source, 0)
+            lambda: cls(counters, path, deflate), host, port, local_addr=(source, 0)
         )
         await client.ready
         return client
@@ -310,7 +404,10 @@ def report(counters: Counters, clients: list[Client], complete: bool) -> dict[st
         "done_at": counters.done_at,
         "last": counters.last,
         "dropped": counters.dropped,
+        "resyncs": counters.resyncs,
+        "covered": sum(max(0, counters.target - c.ticks) for c in clients if c.resynced),
         "latencies_ms": [round(x * 1000, 3) for x in counters.latencies or []],
+        "arrivals": counters.arrivals or [],
     }
 
 
@@ -325,19 +422,24 @@ async def main(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
         counters, clients = await connect_all(
-            args.host, args.port, args.protocol, args.n, args.first_address, args.timeout
-        )
+            args.host, args.port, args.protocol, args.n, args.first_address, args.timeout,
+            args.deflate,
+        )  # fmt: skip
     except Exception as exc:
         emit({"error": f"{type(exc).__name__}: {exc}"})
         return
-    emit({"ready": len(clients)})
+    emit({"ready": len(clients), "deflate": counters.deflated})
     while line := await reader.readline():
         command = json.loads(line)
         if command["cmd"] == "arm":
-            counters.arm(command["target"], command["latencies"])
+            counters.arm(command["target"], command["latencies"], command.get("count") == "keys")
             for client in clients:
                 client.ticks = client.frames = client.keys = 0
+                client.resynced = False
             emit({"armed": True})
+        elif command["cmd"] == "pings":
+            emit({"pings": counters.pings})
+            counters.pings = []
         elif command["cmd"] == "wait":
             complete = await wait(counters, command["timeout"], command["quiet"])
             emit(report(counters, clients, complete))
@@ -357,6 +459,9 @@ def cli() -> None:
     parser.add_argument("-n", type=int, required=True)
     parser.add_argument("--first-address", type=int, default=0, help="of 127.0.0.1-8")
     parser.add_argument("--timeout", type=float, default=120, help="to connect everyone")
+    parser.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate as Chromium does"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

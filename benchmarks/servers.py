@@ -14,11 +14,24 @@ All expose ``POST /publish?count=K&rate=R&kind=tick|flood`` (rate 0: back to bac
 happens inside the server) and ``GET /stats`` (``{"connections": n}``). Tick events carry their
 publish wall time ``ts`` and 120 bytes of padding (``BENCH_PAD``; about 200 bytes on the wire) so
 that clients measure latency; flood events invalidate one of 5 keys.
+
+The dashboard workload posts its events from another process (`benchmarks/publisher.py`) to
+``POST /api/live/publish`` (``Authorization: Bearer`` ``BENCH_API_KEY``; the body of
+`liveupdates.asgi.PublishAPI`'s route, ``{"to": ..., "event": {...}}``): for liveupdates it is
+`PublishAPI` itself, mounted on the hub; the other stacks send the event's JSON to every client,
+as each sends its own events. With ``BENCH_WORKLOAD=dashboard`` the liveupdates hub runs with
+the library's defaults (``Limits()`` but for ``BENCH_FLUSH_INTERVAL``, no throttle rule)
+instead of the tick workload's raised limits and throttle rule.
+
+``BENCH_WS_WINDOW=9`` (a benchmark-only patch of uvicorn's default WebSocket implementation,
+which offers no setting for it): permessage-deflate with 2^9-byte windows and ``memLevel=1``,
+the smallest zlib allows, instead of uvicorn's 2^12 and ``memLevel=5``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import time
@@ -30,11 +43,11 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from liveupdates import Event, Everyone, Hub, Invalidate, Limits, ThrottleRule
-from liveupdates.asgi import WebSocketEndpoint
+from liveupdates.asgi import PublishAPI, WebSocketEndpoint
 
 
 class Tick(Event, tag="bench.tick"):
@@ -47,6 +60,29 @@ PAD = "x" * int(os.environ.get("BENCH_PAD", "120"))  # about 200 bytes per event
 FLOOD_KEYS = [["jobs", n] for n in range(5)]
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6390/0")
 CHANNEL = "bench"
+WORKLOAD = os.environ.get("BENCH_WORKLOAD", "tick")
+API_KEY = os.environ.get("BENCH_API_KEY", "bench-publish-key-0123456789")
+FLUSH_INTERVAL = float(os.environ.get("BENCH_FLUSH_INTERVAL", "0"))
+
+
+def _small_deflate_window(bits: int) -> None:
+    """uvicorn's websockets-sansio protocol with permessage-deflate windows of 2^`bits` bytes
+    and ``memLevel=1`` (it hard-codes 2^12 and 5)."""
+    from uvicorn.protocols.websockets import websockets_sansio_impl as impl
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+    def factory(**_: Any) -> ServerPerMessageDeflateFactory:
+        return ServerPerMessageDeflateFactory(
+            server_max_window_bits=bits,
+            client_max_window_bits=bits,
+            compress_settings={"memLevel": 1},
+        )
+
+    setattr(impl, "ServerPerMessageDeflateFactory", factory)  # noqa: B010 (a patch)
+
+
+if os.environ.get("BENCH_WS_WINDOW"):
+    _small_deflate_window(int(os.environ["BENCH_WS_WINDOW"]))
 
 
 def message(kind: str, n: int) -> dict[str, Any]:
@@ -76,6 +112,20 @@ def publish_route(send_for: Callable[[str], Callable[[int], Awaitable[None]]]) -
         return JSONResponse({"published": count})
 
     return Route("/publish", publish, methods=["POST"])
+
+
+def api_publish_route(send_event: Callable[[dict[str, Any]], Awaitable[None]]) -> Route:
+    """``POST /api/live/publish`` for the stacks other than liveupdates: the event of the body
+    (`PublishAPI`'s ``{"to": ..., "event": {...}}``) to every client, answered once sent."""
+
+    async def publish(request: Request) -> Response:
+        authorization = request.headers.get("authorization", "")
+        if not hmac.compare_digest(authorization.encode(), f"Bearer {API_KEY}".encode()):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        await send_event(json.loads(await request.body())["event"])
+        return JSONResponse({"positions": [None]})
+
+    return Route("/api/live/publish", publish, methods=["POST"])
 
 
 def stats_route(connections: Callable[[], int]) -> Route:
@@ -124,9 +174,14 @@ def bare_send(kind: str) -> Callable[[int], Awaitable[None]]:
     return send
 
 
+async def bare_event(event: dict[str, Any]) -> None:
+    await bare_broadcast(json.dumps(event))
+
+
 bare_app = Starlette(
     routes=[
         publish_route(bare_send),
+        api_publish_route(bare_event),
         stats_route(lambda: len(sockets)),
         WebSocketRoute("/live", bare_ws),
     ]
@@ -135,16 +190,23 @@ bare_app = Starlette(
 
 # liveupdates ------------------------------------------------------------------------------
 
-hub = Hub(
-    os.environ.get("LIVEUPDATES_BACKPLANE", "memory://"),
-    limits=Limits(
-        rate=1000,
-        burst=1000,
-        outbox_max_messages=100_000,
-        outbox_max_bytes=64 << 20,
-        flush_interval=float(os.environ.get("BENCH_FLUSH_INTERVAL", "0")),
-    ),
-    throttle=[ThrottleRule(float(os.environ.get("BENCH_WINDOW", "0.1")), type="invalidate")],
+hub = (
+    Hub(  # the dashboard workload: the library's defaults
+        os.environ.get("LIVEUPDATES_BACKPLANE", "memory://"),
+        limits=Limits(flush_interval=FLUSH_INTERVAL),
+    )
+    if WORKLOAD == "dashboard"
+    else Hub(
+        os.environ.get("LIVEUPDATES_BACKPLANE", "memory://"),
+        limits=Limits(
+            rate=1000,
+            burst=1000,
+            outbox_max_messages=100_000,
+            outbox_max_bytes=64 << 20,
+            flush_interval=FLUSH_INTERVAL,
+        ),
+        throttle=[ThrottleRule(float(os.environ.get("BENCH_WINDOW", "0.1")), type="invalidate")],
+    )
 )
 
 
@@ -166,6 +228,7 @@ liveupdates_app = Starlette(
         publish_route(lu_send),
         stats_route(lambda: hub.stats().connections),
         WebSocketRoute("/live", WebSocketEndpoint(hub, allowed_origins="*")),
+        Mount("/api/live", PublishAPI(hub, api_keys=[API_KEY])),
     ],
     lifespan=hub.lifespan,
 )
@@ -233,9 +296,14 @@ def broadcaster_send(kind: str) -> Callable[[int], Awaitable[None]]:
     return send
 
 
+async def broadcaster_event(event: dict[str, Any]) -> None:
+    await _broadcast.publish(channel=CHANNEL, message=json.dumps(event))
+
+
 broadcaster_app = Starlette(
     routes=[
         publish_route(broadcaster_send),
+        api_publish_route(broadcaster_event),
         stats_route(lambda: _broadcast_clients),
         WebSocketRoute("/live", broadcaster_ws),
     ],
@@ -275,7 +343,16 @@ def _socketio_app() -> Any:
 
         return send
 
-    http = Starlette(routes=[publish_route(send_for), stats_route(lambda: clients)])
+    async def send_event(event: dict[str, Any]) -> None:
+        await sio.emit(event["type"], event)
+
+    http = Starlette(
+        routes=[
+            publish_route(send_for),
+            api_publish_route(send_event),
+            stats_route(lambda: clients),
+        ]
+    )
     return socketio.ASGIApp(sio, other_asgi_app=http)
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_server import redis_server_available
@@ -28,7 +29,8 @@ N = 20
 def run_delivery(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str, object]]]:
     output = tmp_path / "bench.json"
     command = [
-        sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
+        sys.executable, "-m", "benchmarks.delivery", "--workload", "tick", "-n", str(N),
+        "--stacks", *stacks,
         "--rate-seconds", "0.4", "--warmup", "0.2", "--block", "0.2", "--flood-seconds", "0.3",
         "--settle", "0.2",
         "--json", str(output), "--plots", str(tmp_path / "img"), "--pin", "--repeat", "2",
@@ -78,7 +80,7 @@ def check(stacks: list[str], stdout: str, results: list[dict[str, object]], tmp_
 
 @pytest.mark.timeout(120)
 def test_memory_stacks(tmp_path: Path) -> None:
-    stacks = [name for name, stack in STACKS.items() if not stack.redis]
+    stacks = [name for name, stack in STACKS.items() if not stack.redis and not stack.deflate]
     check(stacks, *run_delivery(stacks, tmp_path), tmp_path)
 
 
@@ -150,3 +152,97 @@ def test_the_fan_out_overhead_script_prints_its_figures() -> None:
     # every send did its 5 us of work, in both loops
     assert figures["liveupdates per delivery"] >= 5 and figures["bare loop per delivery"] >= 5
     assert done.stderr == ""  # no session failed
+
+
+# the dashboard workload (the default): merging invalidations POSTed from another process ------
+
+
+def run_dashboard(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str, Any]]]:
+    output = tmp_path / "dashboard.json"
+    command = [
+        sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
+        "--rate-seconds", "0.4", "--warmup", "0.2", "--block", "0.2", "--settle", "0.2",
+        "--json", str(output), "--repeat", "2",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results: list[dict[str, Any]] = json.loads(output.read_text())["results"]
+    assert [r["stack"] for r in results] == stacks
+    for r in results:
+        for scenario in ("burst", "rate"):
+            figures = r[scenario]
+            assert figures["lost"] == 0 and figures["resyncs"] == 0, (r["stack"], figures)
+            # one ["jobs", n] per event and client, counted once each
+            assert figures["deliveries"] == figures["expected"] > 0, (r["stack"], figures)
+        assert r["rate"]["p50_ms"] > 0 and r["rate"]["p99_ms"] >= r["rate"]["p50_ms"]
+        assert r["cpu_us_per_delivery"] > 0
+        assert len(r["rounds"]) == 2 and all(x["cpu_us_per_delivery"] > 0 for x in r["rounds"])
+    table = done.stdout[done.stdout.rindex("stack ") : done.stdout.index("round by round")]
+    head = table.splitlines()[0].split()
+    assert head[:6] == ["stack", "N", "burst/s", "x", "bare", "lost"]
+    assert "cpu" in head and "us/del" in head and "peak/s" in head
+    assert "burst / CPU per delivery / p50 / p99" in done.stdout
+    assert "goals (burst >= 1.0x, CPU per delivery <= 1.0x" in done.stdout
+    return done.stdout, results
+
+
+@pytest.mark.timeout(150)
+def test_dashboard_workload_and_browser_connections(tmp_path: Path) -> None:
+    """The default workload, with clients that offer permessage-deflate as Chromium does: the
+    servers that accept it compress (and the clients inflate), the one configured off does not."""
+    stacks = ["bare", "liveupdates-memory", "liveupdates-memory-batching", "bare-browser",
+              "liveupdates-memory-browser", "liveupdates-memory-browser-off"]  # fmt: skip
+    stdout, results = run_dashboard(stacks, tmp_path)
+    negotiated = {r["stack"]: r["deflate"] for r in results}
+    assert negotiated == {"bare": 0, "liveupdates-memory": 0, "liveupdates-memory-batching": 0,
+                          "bare-browser": N, "liveupdates-memory-browser": N,
+                          "liveupdates-memory-browser-off": 0}  # fmt: skip
+    batching = next(r for r in results if r["stack"] == "liveupdates-memory-batching")
+    assert batching["burst"]["frames_per_client"] < batching["burst"]["count"]  # merged
+    assert "liveupdates-memory-batching" in stdout.split("goals")[1]
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(150)
+def test_dashboard_workload_redis(tmp_path: Path) -> None:
+    if not redis_server_available():
+        pytest.skip("no redis-server binary")
+    run_dashboard(["bare", "liveupdates-redis", "liveupdates-redis-batching"], tmp_path)
+
+
+def test_heartbeat_spread_of_a_cohort() -> None:
+    """`peak/s`: the largest share of a cohort's pings within one second."""
+    from benchmarks.dashboard import ping_spread
+
+    assert ping_spread([10.0] * 50, 0, 50)["peak_share"] == 1.0  # in step
+    spread = ping_spread([10.0 + i * 0.125 for i in range(50)], 0, 50)  # over 6.25 s
+    assert spread["count"] == 50 and spread["peak_share"] == 9 / 50
+    twice = ping_spread(
+        [t + d for t in (10.0, 35.0) for d in [i * 0.125 for i in range(50)]], 0, 50
+    )
+    assert twice["count"] == 100 and twice["peak_share"] == 9 / 50  # two intervals, 25 s apart
+    assert ping_spread([], 0, 50)["count"] == 0
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_scale_out_over_processes_on_one_port(tmp_path: Path) -> None:
+    """Hub processes on one port (SO_REUSEPORT) sharing one Redis: every client connected
+    somewhere, one broadcast reaches all, a merging burst loses no key."""
+    if not redis_server_available():
+        pytest.skip("no redis-server binary")
+    output = tmp_path / "scale.json"
+    command = [
+        sys.executable, "-m", "benchmarks.scale_out", "-n", "200", "--processes", "2",
+        "--burst", "5", "--publishes", "300", "--settle", "0.2", "--json", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = json.loads(output.read_text())
+    assert sum(r["connections"]) == 200 and len(r["connections"]) == 2
+    assert all(count > 0 for count in r["connections"])  # the kernel spread them
+    assert r["broadcast"]["deliveries"] == r["broadcast"]["expected"] == 200
+    assert r["burst"]["deliveries"] == r["burst"]["expected"] == 1000
+    assert r["broadcast"]["lost"] == r["burst"]["lost"] == 0
+    assert r["kib_per_connection"] > 0 and r["publish_async"]["per_second"] > 0
+    assert "one broadcast to all: 200 of 200 delivered" in done.stdout

@@ -5,7 +5,8 @@
     export DJANGO_SETTINGS_MODULE=examples.django_app.settings
     python -m django migrate
     python -m django createsuperuser
-    uvicorn examples.django_app.asgi:application --ws-max-size 131072
+    uvicorn examples.django_app.asgi:application --ws-max-size 131072 \
+        --ws-per-message-deflate false
 """
 
 from __future__ import annotations

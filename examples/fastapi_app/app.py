@@ -1,6 +1,8 @@
 """liveupdates in a FastAPI app: the app's own auth dependency, the app's own lifespan.
 
-Run it with ``uvicorn examples.fastapi_app.app:app --ws-max-size 131072``; a client connects to
+Run it with
+``uvicorn examples.fastapi_app.app:app --ws-max-size 131072 --ws-per-message-deflate false``;
+a client connects to
 ``/live`` with the token ``alice-token`` (in its ``hello``, or as ``Authorization: Bearer``), and
 ``curl -X POST -H 'Authorization: Bearer alice-token' localhost:8000/jobs`` tells it that
 ``["jobs"]`` changed.

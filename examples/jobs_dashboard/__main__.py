@@ -42,6 +42,7 @@ def main() -> None:
         host=host,
         port=port,
         ws_max_size=ws_max_size,
+        ws_per_message_deflate=False,  # invalidations are small: docs/operating.md, compression
         timeout_graceful_shutdown=3,
     )
 

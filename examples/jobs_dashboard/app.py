@@ -2,9 +2,10 @@
 
 Run it with ``bash scripts/demo.sh`` (which starts the worker process too),
 ``python -m examples.jobs_dashboard``, or
-``uvicorn --factory --ws-max-size 131072 examples.jobs_dashboard.app:create_app`` (settings
-from ``JOBS_*`` variables, see `settings.py`), and the worker with
-``python -m examples.jobs_dashboard.worker``. docs/jobs-dashboard.md walks through it.
+``uvicorn --factory --ws-max-size 131072 --ws-per-message-deflate false
+examples.jobs_dashboard.app:create_app`` (settings from ``JOBS_*`` variables, see
+`settings.py`), and the worker with ``python -m examples.jobs_dashboard.worker``.
+docs/jobs-dashboard.md walks through it.
 """
 
 from __future__ import annotations

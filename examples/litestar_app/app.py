@@ -1,6 +1,8 @@
 """liveupdates in a Litestar app: the plugin, the app's authentication middleware and guard.
 
-Run it with ``uvicorn examples.litestar_app.app:app --ws-max-size 131072``; a client connects to
+Run it with
+``uvicorn examples.litestar_app.app:app --ws-max-size 131072 --ws-per-message-deflate false``;
+a client connects to
 ``/live`` with ``Authorization: Bearer alice-token`` (or ``?token=alice-token``, or the
 ``token`` cookie), and
 ``curl -X POST -H 'Authorization: Bearer alice-token' localhost:8000/jobs`` tells it that
