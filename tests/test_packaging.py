@@ -34,7 +34,7 @@ from support import ws_client
 pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PUBLISHED_EXTRAS = {"redis", "prometheus", "postgres", "starlette", "examples", "cli"}
+PUBLISHED_EXTRAS = {"redis", "hiredis", "prometheus", "postgres", "starlette", "examples", "cli"}
 
 
 def npm_version(pep440: str) -> str:
