@@ -61,7 +61,9 @@ CLOSE_LINGER = 0.5
 
 
 class Hub:
-    """Connection manager: per-user, per-topic and everyone targeting over a backplane."""
+    """The application's object: publish to users, topics and everyone over a backplane, run
+    the pipeline's tasks (lifespan, drain), and report figures. Transports reach the
+    connections through its session layer, `sessions`."""
 
     def __init__(
         self,
@@ -115,8 +117,9 @@ class Hub:
         self._token = anyio.lowlevel.current_token()
         self._thread = threading.get_ident()
         self._loop = _running_asyncio_loop()
-        conns = self.sessions._conns  # (the sweeper reads the registry as it is)
-        self._tg.start_soon(sweep, conns, self.limits, self.clock, self._routes.sent_at)
+        self._tg.start_soon(
+            sweep, self.sessions.registry, self.limits, self.clock, self._routes.sent_at
+        )
         self._tg.start_soon(self._flusher.run)
         if self.drain_signals and threading.current_thread() is threading.main_thread():
             self._tg.start_soon(self._drain_on_signal)

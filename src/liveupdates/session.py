@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 
@@ -79,6 +79,11 @@ class Sessions:
 
     def __len__(self) -> int:
         return len(self._conns)
+
+    @property
+    def registry(self) -> Mapping[str, Connection]:
+        """The live mapping of connection id to connection (the sweeper walks it)."""
+        return self._conns
 
     @property
     def users(self) -> int:

@@ -25,7 +25,7 @@ process for long.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import anyio
 import anyio.lowlevel
@@ -104,7 +104,7 @@ async def sweep_pass(
 
 
 async def sweep(
-    conns: dict[str, Connection],
+    conns: Mapping[str, Connection],
     limits: Limits,
     clock: Callable[[], float],
     sent_at: Callable[[str], float],
