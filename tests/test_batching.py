@@ -16,10 +16,21 @@ def as_user(request: AuthRequest) -> Principal:
     return Principal(user="u")
 
 
+class Frozen:
+    """The hub's clock, standing still unless a test moves it: what counts as quiet is the
+    test's decision, not the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.parametrize("flush_interval", [0.0, 0.05])
 async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
     limits = Limits(flush_interval=flush_interval)
-    hub = Hub(authenticate=as_user, limits=limits)
+    hub = Hub(authenticate=as_user, limits=limits, clock=Frozen())
     async with hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
         await ws.send_json({"type": "hello"})
         await ws.receive_until(lambda m: m.get("stream") == "user:u")
@@ -33,3 +44,22 @@ async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
     assert received == 50
     # a burst leaves in one frame per publisher yield (every 20 ms); with an interval, in one
     assert frames == 1 if flush_interval else frames <= 5
+
+
+async def test_with_an_interval_an_isolated_event_leaves_at_once_and_followers_gather() -> None:
+    """Batching's leading edge: the first event after a quiet spell is not held for the
+    interval (isolated events keep the default's latency); those right behind it gather into
+    the next frame, at most one frame per interval."""
+    clock = Frozen()
+    hub = Hub(authenticate=as_user, limits=Limits(flush_interval=0.05), clock=clock)
+    async with hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
+        await ws.send_json({"type": "hello"})
+        await ws.receive_until(lambda m: m.get("stream") == "user:u")
+        clock.now += 1.0  # quiet for a second
+        await hub.publish(Set(["item", 0], 0), to=User("u"))  # the leading edge
+        for n in range(1, 4):
+            await hub.publish(Set(["item", n], n), to=User("u"))
+        first = await ws.receive_frame()
+        second = await ws.receive_frame()
+    assert [m["key"] for m in first] == [["item", 0]]
+    assert [m["key"] for m in second] == [["item", 1], ["item", 2], ["item", 3]]

@@ -90,6 +90,10 @@ class Flusher:
         self, metrics: Metrics, clock: Callable[[], float], flush_interval: float, spawn: Spawn
     ) -> None:
         self.metrics, self.clock, self.flush_interval = metrics, clock, flush_interval
+        # How long after a send the process counts as busy: events within it are batched. With
+        # a flush interval, the leading edge still leaves at once (an isolated event is not
+        # delayed) and what follows within the interval gathers into the next frame.
+        self._quiet = max(QUIET, flush_interval)
         self.spawn = spawn
         self._dirty: list[Connection] = []
         self._wake: anyio.Event | None = None
@@ -112,7 +116,7 @@ class Flusher:
         """
         if self._broadcast is not None:
             self._settle()  # the broadcast in progress first, in every outbox
-        if not self._direct or self.flush_interval or self._dirty:
+        if not self._direct or self._dirty:
             return _push_all(conns, message)
         now = self.clock()
         if now < self._quiet_from:  # a flush a moment ago: batch this one
@@ -122,7 +126,7 @@ class Flusher:
         remaining = iter(conns)
         filling, done = engine.send(remaining, message, now, self._deadline(now))
         if done:
-            self._quiet_from = self.clock() + QUIET
+            self._quiet_from = self.clock() + self._quiet
         else:  # (a snapshot: conns may change meanwhile)
             self._broadcast = message, iter(list(remaining))
             self.guard.active = True
@@ -171,19 +175,21 @@ class Flusher:
                 _, finished = engine.send(broadcast[1], broadcast[0], now, self._deadline(now))
                 if finished:
                     self._broadcast = None
-                    self._quiet_from = clock() + QUIET
+                    self._quiet_from = clock() + self._quiet
                 else:
                     self.guard.active = True
                 await self._give_way()
                 continue
-            if self.flush_interval:
-                await anyio.sleep(self.flush_interval)  # let more pile up: fewer, larger frames
+            if self.flush_interval and clock() < self._quiet_from:
+                # let more pile up: fewer, larger frames (after a quiet spell, the leading
+                # edge leaves at once, as a direct send does)
+                await anyio.sleep(self.flush_interval)
             dirty, self._dirty = self._dirty, []
             done = self._flush(dirty, 0)
             while done < len(dirty):  # a long pass lets publishers and readers in meanwhile
                 await self._give_way()
                 done = self._flush(dirty, done)
-            self._quiet_from = clock() + QUIET
+            self._quiet_from = clock() + self._quiet
 
     async def _give_way(self) -> None:
         """Between two slices: let the rest of the process run (`SendEngine.give_way`)."""
