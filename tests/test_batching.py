@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from liveupdates import Hub, Limits, Set, User
@@ -49,17 +50,18 @@ async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
 async def test_with_an_interval_an_isolated_event_leaves_at_once_and_followers_gather() -> None:
     """Batching's leading edge: the first event after a quiet spell is not held for the
     interval (isolated events keep the default's latency); those right behind it gather into
-    the next frame, at most one frame per interval."""
+    one frame, at most one frame per interval."""
     clock = Frozen()
-    hub = Hub(authenticate=as_user, limits=Limits(flush_interval=0.05), clock=clock)
+    hub = Hub(authenticate=as_user, limits=Limits(flush_interval=2.0), clock=clock)
     async with hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
         await ws.send_json({"type": "hello"})
         await ws.receive_until(lambda m: m.get("stream") == "user:u")
-        clock.now += 1.0  # quiet for a second
+        clock.now += 5.0  # quiet for longer than the interval
         await hub.publish(Set(["item", 0], 0), to=User("u"))  # the leading edge
-        for n in range(1, 4):
+        with anyio.fail_after(1.0):  # well before the 2 s interval would end
+            first = await ws.receive_frame()
+        for n in range(1, 4):  # right behind it (the hub's clock has not moved)
             await hub.publish(Set(["item", n], n), to=User("u"))
-        first = await ws.receive_frame()
         second = await ws.receive_frame()
     assert [m["key"] for m in first] == [["item", 0]]
     assert [m["key"] for m in second] == [["item", 1], ["item", 2], ["item", 3]]
