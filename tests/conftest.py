@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from durable_db import OutboxDatabase, PostgresDatabase, postgres_available
 from playwright.sync_api import Browser, Playwright, sync_playwright
-from processes import AppProcesses, running, stop_all
+from processes import AppProcess, AppProcesses, running, stop_all
 from redis_server import REDIS_SERVER, RedisServer, redis_server_available
 
 
@@ -153,3 +153,20 @@ def outbox_db(request: pytest.FixtureRequest, tmp_path: Path) -> OutboxDatabase:
     if request.param == "postgresql":
         postgres = request.getfixturevalue("postgres_database")
     return OutboxDatabase(request.param, postgres=postgres, directory=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def backplane_url(redis_server: RedisServer) -> str:
+    """A backplane URL of the session's redis-server, with a key prefix of the module's own."""
+    return redis_server.backplane_url(prefix="m" + secrets.token_hex(4))
+
+
+@pytest.fixture(scope="module")
+def hub_process(backplane_url: str) -> Iterator[AppProcess]:
+    """One tests/apps/redis_app.py process on `backplane_url`, for the module's tests."""
+    group = AppProcesses()
+    try:
+        (server,) = group.start("apps.redis_app:app", env={"LIVEUPDATES_BACKPLANE": backplane_url})
+        yield server
+    finally:
+        group.close()

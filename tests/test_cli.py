@@ -10,13 +10,12 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from apps.publish_api_app import API_KEY, make_app
-from processes import AppProcess, AppProcesses
-from redis_server import RedisServer, free_port
+from processes import AppProcess
+from redis_server import free_port
 from support import UvicornThread
 
 
@@ -30,21 +29,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def lines(done: subprocess.CompletedProcess[str]) -> list[Any]:
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
-
-
-@pytest.fixture(scope="module")
-def backplane_url(redis_server: RedisServer) -> str:
-    return redis_server.backplane_url(prefix="c" + secrets.token_hex(4))
-
-
-@pytest.fixture(scope="module")
-def hub_process(backplane_url: str) -> Iterator[AppProcess]:
-    group = AppProcesses()
-    try:
-        (server,) = group.start("apps.redis_app:app", env={"LIVEUPDATES_BACKPLANE": backplane_url})
-        yield server
-    finally:
-        group.close()
 
 
 class Tail:

@@ -13,13 +13,11 @@ import secrets
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from processes import AppProcess, AppProcesses
-from redis_server import RedisServer
+from processes import AppProcess
 from support import Client, ws_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -28,21 +26,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def backplane_url(redis_server: RedisServer) -> str:
-    return redis_server.backplane_url(prefix="w" + secrets.token_hex(4))
-
-
-@pytest.fixture(scope="module")
-def hub_process(backplane_url: str) -> Iterator[AppProcess]:
-    group = AppProcesses()
-    try:
-        (server,) = group.start("apps.redis_app:app", env={"LIVEUPDATES_BACKPLANE": backplane_url})
-        yield server
-    finally:
-        group.close()
 
 
 def run_worker(code: str, url: str) -> list[Any]:
