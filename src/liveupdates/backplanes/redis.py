@@ -627,7 +627,6 @@ class RedisBackplane(Backplane):
                 await self._hurry.wait()
             await anyio.sleep(max(0.0, last + _MIN_RETRY_SPACING - loop.time()))
             attempt += 1
-            last = loop.time()
             try:
                 if self._cluster:  # the topology may have changed (failover, resharding)
                     await self._redis.nodes_manager.initialize()
@@ -637,6 +636,9 @@ class RedisBackplane(Backplane):
                 return
             except Exception as exc:
                 _log.debug("reconnecting to Redis failed (attempt %d): %s", attempt, describe(exc))
+                last = (
+                    loop.time()
+                )  # the next attempt starts at least the spacing after this one ended
 
     async def _watch(self, subscriber: Subscriber | Shards) -> None:
         """PING every `health_check_interval`; the link is lost if no reply comes in time."""
