@@ -29,7 +29,7 @@ class Frozen:
 
 
 @pytest.mark.parametrize("flush_interval", [0.0, 0.05])
-async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
+async def test_a_burst_leaves_in_few_frames(anyio_backend: str, flush_interval: float) -> None:
     limits = Limits(flush_interval=flush_interval)
     hub = Hub(authenticate=as_user, limits=limits, clock=Frozen())
     async with hub, connect_asgi(WebSocketEndpoint(hub)) as ws:
@@ -44,7 +44,12 @@ async def test_a_burst_leaves_in_few_frames(flush_interval: float) -> None:
             frames += 1
     assert received == 50
     # a burst leaves in one frame per publisher yield (every 20 ms); with an interval, in one
-    assert frames == 1 if flush_interval else frames <= 5
+    # frame, but on asyncio its first event leaves at once, as it is fanned out (the leading
+    # edge: replies to the handshake are not traffic) and the 49 others in one frame
+    if flush_interval:
+        assert frames == (2 if anyio_backend == "asyncio" else 1)
+    else:
+        assert frames <= 5
 
 
 async def test_with_an_interval_an_isolated_event_leaves_at_once_and_followers_gather() -> None:

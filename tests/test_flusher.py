@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from websockets.uri import parse_uri
 from liveupdates import Event, Everyone, Hub, Limits, Principal, Topic
 from liveupdates._pipeline.flusher import QUIET, QUIET_SLICE
 from liveupdates._pipeline.outbox import Outbox, control_message
+from liveupdates._pipeline.sweeper import sweep_once
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.backplanes.memory import MemoryBackplane
 from liveupdates.errors import PeerGone
@@ -579,4 +581,73 @@ async def test_a_failing_error_handler_closes_only_its_connection(anyio_backend:
         assert broken.close_code == 1011 and fine.close_code is None
         assert hub.metrics.errors == 1
         for conn in (broken, fine):
+            hub.sessions.unregister(conn)
+
+
+def _heartbeat_pass(hub: Hub, clock: Clock) -> None:
+    """A pass of the hub's sweeper that finds every connection due for a ping."""
+    limits = hub.limits
+    later = clock.now + 2 * limits.heartbeat_interval  # (nothing heard since: all due)
+    sweep_once(list(hub.connections()), limits, later, time.time(), lambda stream: 0.0)
+
+
+async def test_a_heartbeat_pass_during_a_broadcast_leaves_it_on_its_way(
+    anyio_backend: str,
+) -> None:
+    """With thousands of clients, a sweeper pass lands in the middle of a broadcast every few
+    events. Its pings go out with the broadcast; they must not divert what remains of it into
+    every outbox (per-connection work, slices of 2 ms: the slowest fan-outs of the dashboard
+    benchmark at N = 5,000)."""
+    clock = Clock()
+    async with Hub(clock=clock) as hub:
+        received = await _costly_clients(hub, clock, 300)  # a broadcast of about 60 ms
+        await hub.publish(Chunk(1, ""), to=Everyone)  # returns with part of it sent
+        flusher = hub._flusher
+        in_progress = flusher._broadcast is not None
+        _heartbeat_pass(hub, clock)
+        if anyio_backend == "asyncio":
+            assert in_progress
+            assert flusher._broadcast is not None, "the pings settled the broadcast"
+        with anyio.fail_after(5):
+            while sum(map(len, received.values())) < 300 * 4:
+                await anyio.lowlevel.checkpoint()
+        assert all(sorted(_kinds(got)) == ["chunk1", "ping"] for got in received.values())
+        for conn in list(hub.connections()):
+            hub.sessions.unregister(conn)
+
+
+@pytest.mark.parametrize("flush_interval", [0.0, 0.01], ids=["default", "batching"])
+async def test_an_event_right_after_a_heartbeat_pass_leaves_at_once(
+    anyio_backend: str, flush_interval: float
+) -> None:
+    """Pings are not traffic: pending or just sent, they neither hold the next event for a
+    flush interval nor send it through the outboxes in a later pass."""
+    frames: list[list[dict[str, Any]]] = []
+
+    async def record(frame: str) -> None:
+        frames.append(json.loads(frame))
+
+    async def until_delivered(messages: int) -> None:
+        with anyio.fail_after(5):
+            while sum(len(frame) for frame in frames) < messages:
+                await anyio.lowlevel.checkpoint()
+
+    clock = Clock()
+    async with Hub(clock=clock, limits=Limits(flush_interval=flush_interval)) as hub:
+        conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(10)]
+        for conn in conns:
+            await hub.sessions.open(conn, Hello())
+            conn.attach(record)
+        await until_delivered(10 * 2)  # their welcome and subscribed
+        clock.now += max(QUIET, flush_interval)  # the process has been quiet for a while
+        frames.clear()
+        _heartbeat_pass(hub, clock)
+        await until_delivered(10)  # the pings are sent
+        _heartbeat_pass(hub, clock)  # more pings, pending when the event comes
+        await hub.publish(Chunk(0, ""), to=Everyone)
+        if anyio_backend == "asyncio":  # sent as it was fanned out (with the pings pending)
+            chunks = [m for frame in frames for m in frame if m["type"] == "chunk"]
+            assert len(chunks) == 10
+        await until_delivered(10 * 3)
+        for conn in conns:
             hub.sessions.unregister(conn)

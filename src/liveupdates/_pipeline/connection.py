@@ -160,6 +160,11 @@ class Connection:
                 self.gates = None
         return self.outbox.push(message)
 
+    def push_unordered(self, message: Message) -> bool:
+        """Queue a control message that may arrive before or after any event (a ping, an
+        expiry warning): see `Outbox.push_unordered`."""
+        return self.outbox.push_unordered(message)
+
     def hold(self, stream: str) -> None:
         """Join `stream`, holding its live messages aside while the stream is being joined."""
         self.streams.add(stream)

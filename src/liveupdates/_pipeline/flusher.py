@@ -96,6 +96,9 @@ class Flusher:
         self._quiet = max(QUIET, flush_interval)
         self.spawn = spawn
         self._dirty: list[Connection] = []
+        # whether events were queued in outboxes since the flusher last took `_dirty`: only
+        # events make the process busy (pings, pongs and replies do not batch the next event)
+        self._queued = False
         self._wake: anyio.Event | None = None
         self._engine: SendEngine | None = None  # chosen by `run`, for its event loop
         self._direct = False  # its `direct`: the fan-out's hot path reads it
@@ -116,10 +119,12 @@ class Flusher:
         """
         if self._broadcast is not None:
             self._settle()  # the broadcast in progress first, in every outbox
-        if not self._direct or self._dirty:
+        if not self._direct or self._queued:
+            self._queued = True
             return _push_all(conns, message)
         now = self.clock()
         if now < self._quiet_from:  # a flush a moment ago: batch this one
+            self._queued = True
             return _push_all(conns, message)
         engine = self._engine
         assert engine is not None
@@ -156,6 +161,7 @@ class Flusher:
         self.guard.active = False
         if broadcast is not None:
             message, conns = broadcast
+            self._queued = True
             _push_all(conns, message)
 
     async def run(self) -> None:
@@ -185,11 +191,13 @@ class Flusher:
                 # edge leaves at once, as a direct send does)
                 await anyio.sleep(self.flush_interval)
             dirty, self._dirty = self._dirty, []
+            events, self._queued = self._queued, False
             done = self._flush(dirty, 0)
             while done < len(dirty):  # a long pass lets publishers and readers in meanwhile
                 await self._give_way()
                 done = self._flush(dirty, done)
-            self._quiet_from = clock() + self._quiet
+            if events:  # (a pass of pings or replies leaves the process quiet)
+                self._quiet_from = clock() + self._quiet
 
     async def _give_way(self) -> None:
         """Between two slices: let the rest of the process run (`SendEngine.give_way`)."""

@@ -304,6 +304,19 @@ class Outbox:
             self.on_pending()
         return 2 * count >= self.max_messages or 2 * self._bytes >= self.max_bytes
 
+    def push_unordered(self, message: Message) -> bool:
+        """`push` a control message whose place among events does not matter (a ping): a
+        broadcast in progress is not settled first, so it goes on straight to the sockets
+        (a ping pushed while it reaches this connection leaves in one frame with its event)."""
+        guard = self.guard
+        if guard is None or not guard.active:
+            return self.push(message)
+        guard.active = False
+        try:
+            return self.push(message)
+        finally:
+            guard.active = True
+
     def resync(self, stream: str, epoch: str, offset: int, reason: str) -> None:
         """Replace everything pending for `stream` by one `resync`, which absorbs later events.
 

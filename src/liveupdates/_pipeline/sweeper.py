@@ -72,7 +72,9 @@ def sweep_once(
                 and expires_at - wall <= limits.expiry_warning
             ):
                 conn.warned_of_expiry()
-                conn.push(Message(encode_message(Expiring(int((expires_at - wall) * 1000)))))
+                conn.push_unordered(
+                    Message(encode_message(Expiring(int((expires_at - wall) * 1000))))
+                )
             jitter = conn.heartbeat_jitter * interval  # (drawn for each ping: 0 to interval)
             quiet = idle - jitter / 4
             silent = now - max(conn.last_received, conn.pinged)
@@ -80,7 +82,7 @@ def sweep_once(
                 now - conn.last_sent >= quiet and now - _last_event(conn, sent_at) >= quiet
             ):
                 conn.pinged_at(now)
-                conn.push(_PING)
+                conn.push_unordered(_PING)
 
 
 def _last_event(conn: Connection, sent_at: Callable[[str], float]) -> float:
