@@ -859,11 +859,12 @@ def main() -> int:
             f"{min(s for s, _ in shares):.0%} to {high:.0%} ({worst['stack']} N={worst['n']})"
         )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
+        figures = {"machine": machine(), "workload": args.workload, "results": results}
+        args.json.write_text(json.dumps(figures, indent=1))
     if args.plots:
         from benchmarks.plot import write_plots
 
-        for path in write_plots(results, args.plots):
+        for path in write_plots(results, args.plots, args.workload):
             print(f"wrote {path}")
     lossy = [f"{r['stack']} N={r['n']}" for r in results if r["burst"]["lost"] + r["rate"]["lost"]]
     if lossy:

@@ -2,8 +2,8 @@
 
     python -m benchmarks.plot /tmp/bench.json docs/img     # from a `delivery --json` file
 
-Two plots: burst deliveries per second against N, and p99 latency at a fixed rate against N;
-one line per stack, log-scaled x axis (and y axis for latency).
+Two plots per workload: burst deliveries per second against N, and p99 latency at a fixed rate
+against N; one line per stack, log-scaled x axis (and y axis for latency).
 """
 
 from __future__ import annotations
@@ -128,22 +128,28 @@ def series(results: list[dict[str, Any]], value: Callable[[dict[str, Any]], floa
     return lines
 
 
-def write_plots(results: list[dict[str, Any]], directory: Path) -> list[Path]:
-    """bench-deliveries.svg and bench-p99.svg in `directory`."""
+def write_plots(
+    results: list[dict[str, Any]], directory: Path, workload: str = "dashboard"
+) -> list[Path]:
+    """The plots of `workload`'s results in `directory`: bench-dashboard-deliveries.svg and
+    bench-dashboard-p99.svg for the dashboard workload, bench-deliveries.svg and
+    bench-p99.svg for the tick workload (so that one run does not overwrite the other's)."""
     directory.mkdir(parents=True, exist_ok=True)
-    deliveries = directory / "bench-deliveries.svg"
+    prefix = "bench-dashboard-" if workload == "dashboard" else "bench-"
+    named = f" (the {workload} workload)"
+    deliveries = directory / f"{prefix}deliveries.svg"
     deliveries.write_text(
         line_chart(
-            "Burst: deliveries per second",
+            "Burst: deliveries per second" + named,
             "N (connected clients, log scale)",
             "deliveries/s",
             series(results, lambda r: r["burst"]["per_second"]),
         )
     )
-    p99 = directory / "bench-p99.svg"
+    p99 = directory / f"{prefix}p99.svg"
     p99.write_text(
         line_chart(
-            "Fixed rate: p99 publish-to-receive latency",
+            "Fixed rate: p99 publish-to-receive latency" + named,
             "N (connected clients, log scale)",
             "p99 latency, ms (log scale)",
             series(results, lambda r: r["rate"]["p99_ms"]),
@@ -155,5 +161,6 @@ def write_plots(results: list[dict[str, Any]], directory: Path) -> list[Path]:
 
 if __name__ == "__main__":
     data = json.loads(Path(sys.argv[1]).read_text())
-    for written in write_plots(data["results"], Path(sys.argv[2])):
+    workload = data.get("workload", "dashboard")  # (files of earlier releases: the tick's)
+    for written in write_plots(data["results"], Path(sys.argv[2]), workload):
         print(f"wrote {written}")

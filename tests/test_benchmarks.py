@@ -162,12 +162,19 @@ def run_dashboard(stacks: list[str], tmp_path: Path) -> tuple[str, list[dict[str
     command = [
         sys.executable, "-m", "benchmarks.delivery", "-n", str(N), "--stacks", *stacks,
         "--rate-seconds", "0.4", "--warmup", "0.2", "--block", "0.2", "--settle", "0.2",
-        "--json", str(output), "--repeat", "2",
+        "--json", str(output), "--repeat", "2", "--plots", str(tmp_path / "img"),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout + done.stderr
-    results: list[dict[str, Any]] = json.loads(output.read_text())["results"]
+    figures = json.loads(output.read_text())
+    assert figures["workload"] == "dashboard"
+    results: list[dict[str, Any]] = figures["results"]
     assert [r["stack"] for r in results] == stacks
+    # its plots beside the tick workload's, which they must not overwrite
+    assert sorted(path.name for path in (tmp_path / "img").iterdir()) == [
+        "bench-dashboard-deliveries.svg", "bench-dashboard-p99.svg"
+    ]  # fmt: skip
+    assert "the dashboard workload" in (tmp_path / "img" / "bench-dashboard-p99.svg").read_text()
     for r in results:
         for scenario in ("burst", "rate"):
             figures = r[scenario]
