@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -343,3 +344,51 @@ async def test_what_is_not_resp2_from_redis_ends_the_links_and_they_reconnect(
             assert lost and "not RESP2" in lost[0]
         finally:
             await backplane.aclose()
+
+
+async def test_a_process_busy_for_longer_than_the_timeout_keeps_its_link(
+    own_redis_server: RedisServer,
+) -> None:
+    """A hub busy for seconds (a storm of handshakes on a loaded machine) reads Redis' replies
+    late: they are waiting in its socket when its timer comes due. That is not Redis' silence:
+    the command gets its reply and the link stays up (it used to fail every command in flight,
+    take Redis for lost and reconnect)."""
+    async with started(own_redis_server, "health_check_interval=0&timeout=0.3") as (
+        backplane,
+        receiver,
+    ):
+        await backplane.publish(STREAM, b"{}")
+        pipeline = backplane._pipeline
+        assert pipeline is not None
+        publish = asyncio.ensure_future(backplane.publish(STREAM, b"{}"))
+        while not pipeline._waiting:  # noqa: ASYNC110 (written in the step that queues it)
+            await asyncio.sleep(0)
+        # the process busy: the reply waits in the socket while the timer comes due
+        time.sleep(0.6)  # noqa: ASYNC251 (blocking the event loop is the point)
+        assert own_redis_server.command("XLEN", f"{{lu:{STREAM}}}:log") == 2  # Redis answered
+        publication = await publish
+        assert publication.offset == 2
+        assert backplane.connected
+        await backplane.publish(STREAM, b"{}")
+        assert receiver.resets == 0
+
+
+async def test_commands_answered_slowly_but_steadily_keep_the_link(
+    own_redis_server: RedisServer,
+) -> None:
+    """A deep queue of commands, each answered in turn: the last one's reply comes later than
+    `timeout` after it was sent, but Redis was never silent for that long."""
+    async with started(own_redis_server, "health_check_interval=0&timeout=0.3") as (
+        backplane,
+        receiver,
+    ):
+        pipeline = backplane._pipeline
+        assert pipeline is not None
+        # each BLPOP blocks this connection 0.05 s, so the 12th reply comes 0.6 s after it was
+        # sent, with a reply every 0.05 s meanwhile
+        replies = await asyncio.gather(
+            *(pipeline.call("BLPOP", "nothing", 0.05) for _ in range(12))
+        )
+        assert replies == [None] * 12
+        assert backplane.connected and receiver.resets == 0
+        await backplane.publish(STREAM, b"{}")

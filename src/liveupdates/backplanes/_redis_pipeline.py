@@ -6,10 +6,19 @@ caller waiting. No pool, lock or task per command, and concurrent publishers sha
 trips: the reader resolves every reply that arrived in one wake-up. The reader reads only while
 commands wait for replies.
 
-A lost connection, or a command left without a reply for `timeout` seconds (one timer, for the
-oldest command in flight), fails every command in flight with ``ConnectionError`` and tells
-the backplane (`on_lost`), which reconnects; a lost pipeline is not used again. An error reply
-fails its own command only.
+A lost connection, or Redis silent for `timeout` seconds while a command waits (one timer: the
+oldest command in flight has waited that long and no reply came meanwhile), fails every command
+in flight with ``ConnectionError`` and tells the backplane (`on_lost`), which reconnects; a
+lost pipeline is not used again. An error reply fails its own command only.
+
+The timeout is Redis' silence, not the process' own lateness. A hub busy for seconds (a storm
+of handshakes on a loaded machine) has replies waiting in its socket when its timer comes due,
+and an event loop runs due timers before the task that would read them (asyncio queues that
+task's wake-up behind the timer; uvloop runs timers before it polls). So the timer does not
+decide at once: it looks again once the loop has polled the sockets and the reader has had its
+turn (`_GRACE`): a reply read meanwhile means Redis answers, and moves the deadline. Without
+that, such a hub took Redis for lost, closed the sessions that needed it and reconnected, in
+the middle of the storm.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from redis.asyncio.connection import AbstractConnection
 __all__ = ("Pipeline", "bulk", "bulks", "pack")
 
 Arg = bytes | str | int | float
+_GRACE = 0.001  # s: a due timer looks again after this (a poll and the reader's turn between)
 
 
 def bulk(arg: Arg) -> bytes:
@@ -57,8 +67,9 @@ class Pipeline:
         self._on_lost = on_lost
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline)
         self._wake = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # (`_expire`, soon or at its deadline)
         self._reader: asyncio.Task[None] | None = None
+        self._replied_at = 0.0  # loop time of the last reply read
 
     async def connect(self) -> None:
         """Connect (redis-py runs the handshake) and start reading."""
@@ -131,6 +142,7 @@ class Pipeline:
                 self.fail("Redis sent a reply nobody asked for")
                 return
             future, _ = self._waiting.popleft()
+            self._replied_at = asyncio.get_running_loop().time()
             if not self._waiting and self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -141,13 +153,25 @@ class Pipeline:
             else:
                 future.set_result(reply)
 
-    def _expire(self) -> None:
+    def _expire(self, second_look: bool = False) -> None:
+        """The timer: Redis has been silent for `timeout` while a command waits, or not yet.
+
+        When due, it looks again once the reader had its turn (`_look_again`), and fails the
+        pipeline only if it is still due then (a reply read meanwhile moves the deadline).
+        """
         self._timer = None
-        if not self._waiting:
+        if not self._waiting or self.lost is not None:
             return
         loop = asyncio.get_running_loop()
-        deadline = self._waiting[0][1]
-        if loop.time() >= deadline:
-            self.fail(f"no reply within {self._timeout} s")
-        else:
+        # due when the oldest command has waited `timeout` and no reply came for as long
+        deadline = max(self._waiting[0][1], self._replied_at + self._timeout)
+        if loop.time() < deadline:
             self._timer = loop.call_at(deadline, self._expire)
+        elif not second_look:  # once the sockets were polled and the reader had its turn
+            self._timer = loop.call_later(_GRACE, self._look_again)
+        else:
+            self.fail(f"no reply within {self._timeout} s")
+
+    def _look_again(self) -> None:
+        # (queued behind the wake-ups of the reads that the poll before it found)
+        self._timer = asyncio.get_running_loop().call_soon(self._expire, True)
