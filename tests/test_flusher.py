@@ -32,6 +32,7 @@ from liveupdates.backplanes.memory import MemoryBackplane
 from liveupdates.errors import PeerGone
 from liveupdates.positions import Publication
 from liveupdates.protocol import Hello, ServerPong
+from liveupdates.session import Connection
 
 pytestmark = pytest.mark.anyio
 SEND = 0.0002  # what a real send costs (on the hub's clock, which the tests advance)
@@ -199,26 +200,35 @@ async def test_a_long_pass_lets_the_rest_of_the_process_run(anyio_backend: str) 
             hub.sessions.unregister(conn)  # as their transport would once they end
 
 
+class _Frames(list[list[dict[str, Any]]]):
+    """What every client of a test received, frame by frame (`record` is their sender)."""
+
+    async def record(self, frame: str) -> None:
+        self.append(json.loads(frame))
+
+    async def until(self, messages: int) -> None:
+        with anyio.fail_after(5):
+            while sum(len(frame) for frame in self) < messages:
+                await anyio.lowlevel.checkpoint()
+
+    async def clients(self, hub: Hub, count: int) -> list[Connection]:
+        """`count` open connections sending into this record, their welcome received."""
+        conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(count)]
+        for conn in conns:
+            await hub.sessions.open(conn, Hello())
+            conn.attach(self.record)
+        await self.until(count * 2)  # their welcome and subscribed
+        return conns
+
+
 async def test_an_isolated_event_leaves_at_once_and_a_burst_in_few_frames(
     anyio_backend: str,
 ) -> None:
-    frames: list[list[dict[str, Any]]] = []
-
-    async def record(frame: str) -> None:
-        frames.append(json.loads(frame))
-
-    async def until_delivered(messages: int) -> None:
-        with anyio.fail_after(5):
-            while sum(len(frame) for frame in frames) < messages:
-                await anyio.lowlevel.checkpoint()
-
+    frames = _Frames()
+    until_delivered = frames.until
     clock = Clock()
     async with Hub(clock=clock) as hub:
-        conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(10)]
-        for conn in conns:
-            await hub.sessions.open(conn, Hello())
-            conn.attach(record)
-        await until_delivered(10 * 2)  # their welcome and subscribed
+        conns = await frames.clients(hub, 10)
         clock.now += QUIET  # the process has been quiet for a while
         frames.clear()
         seen: list[int] = []
@@ -622,23 +632,11 @@ async def test_an_event_right_after_a_heartbeat_pass_leaves_at_once(
 ) -> None:
     """Pings are not traffic: pending or just sent, they neither hold the next event for a
     flush interval nor send it through the outboxes in a later pass."""
-    frames: list[list[dict[str, Any]]] = []
-
-    async def record(frame: str) -> None:
-        frames.append(json.loads(frame))
-
-    async def until_delivered(messages: int) -> None:
-        with anyio.fail_after(5):
-            while sum(len(frame) for frame in frames) < messages:
-                await anyio.lowlevel.checkpoint()
-
+    frames = _Frames()
+    until_delivered = frames.until
     clock = Clock()
     async with Hub(clock=clock, limits=Limits(flush_interval=flush_interval)) as hub:
-        conns = [hub.sessions.connect(Principal(user=None), "websocket") for _ in range(10)]
-        for conn in conns:
-            await hub.sessions.open(conn, Hello())
-            conn.attach(record)
-        await until_delivered(10 * 2)  # their welcome and subscribed
+        conns = await frames.clients(hub, 10)
         clock.now += max(QUIET, flush_interval)  # the process has been quiet for a while
         frames.clear()
         _heartbeat_pass(hub, clock)

@@ -14,12 +14,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 from redis_server import RedisServer
 
+from liveupdates.backplanes._redis_subscriber import Subscriber
 from liveupdates.backplanes.redis import RedisBackplane
 from liveupdates.errors import BackplaneUnavailable, HubClosed
 from liveupdates.positions import Position, Publication
@@ -346,6 +348,14 @@ async def test_what_is_not_resp2_from_redis_ends_the_links_and_they_reconnect(
             await backplane.aclose()
 
 
+BUSY_LOOPS = pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", ("asyncio", {"use_uvloop": True})],
+    ids=["asyncio", "uvloop"],  # (uvloop, as under uvicorn, runs due timers before it polls)
+)
+
+
+@BUSY_LOOPS
 async def test_a_process_busy_for_longer_than_the_timeout_keeps_its_link(
     own_redis_server: RedisServer,
 ) -> None:
@@ -373,6 +383,7 @@ async def test_a_process_busy_for_longer_than_the_timeout_keeps_its_link(
         assert receiver.resets == 0
 
 
+@BUSY_LOOPS
 async def test_commands_answered_slowly_but_steadily_keep_the_link(
     own_redis_server: RedisServer,
 ) -> None:
@@ -390,5 +401,33 @@ async def test_commands_answered_slowly_but_steadily_keep_the_link(
             *(pipeline.call("BLPOP", "nothing", 0.05) for _ in range(12))
         )
         assert replies == [None] * 12
+        assert backplane.connected and receiver.resets == 0
+        await backplane.publish(STREAM, b"{}")
+
+
+@BUSY_LOOPS
+async def test_a_process_busy_for_longer_than_the_timeout_keeps_its_pubsub_link(
+    own_redis_server: RedisServer,
+) -> None:
+    """The same for the pub/sub connection's watchdog: its PONG waits in the socket."""
+    async with started(own_redis_server, "health_check_interval=0.02&timeout=0.3") as (
+        backplane,
+        receiver,
+    ):
+        subscriber = backplane._subscriber
+        assert isinstance(subscriber, Subscriber)
+        pubsub: Any = subscriber._pubsub
+        send, pinged = pubsub.execute_command, list[tuple[Any, ...]]()
+
+        async def send_then_block(*args: Any) -> None:
+            await send(*args)
+            if args == ("PING",):
+                pinged.append(args)
+                if len(pinged) == 1:  # a PING in flight: the process busy now
+                    time.sleep(0.6)  # noqa: ASYNC251 (blocking the event loop is the point)
+
+        pubsub.execute_command = send_then_block
+        # the watchdog's next PING (so it took the last one as answered), or the link lost
+        await until(lambda: len(pinged) > 1 or backplane._subscriber is not subscriber)
         assert backplane.connected and receiver.resets == 0
         await backplane.publish(STREAM, b"{}")

@@ -25,17 +25,47 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ("Pipeline", "bulk", "bulks", "pack")
+__all__ = ("Pipeline", "answered", "bulk", "bulks", "pack")
 
 Arg = bytes | str | int | float
 _GRACE = 0.001  # s: a due timer looks again after this (a poll and the reader's turn between)
+_T = TypeVar("_T")
+
+
+async def answered(awaitable: Awaitable[_T], timeout: float) -> _T:  # noqa: ASYNC109 (see below)
+    """Await a reply from Redis for `timeout` seconds; `TimeoutError` if it did not come.
+
+    As for the pipeline's commands (see the module docstring), a reply that is waiting in the
+    socket when the time is up counts: the time up, this looks again once the loop has polled
+    the sockets and the readers have had their turns, a few turns of the loop later.
+    """
+    task = asyncio.ensure_future(awaitable)
+    task.add_done_callback(_ignore_outcome)  # (if this is cancelled or gives up meanwhile)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            await asyncio.sleep(_GRACE)
+            for _ in range(3):  # the reader's turn, then the awaiting task's
+                if task.done():
+                    break
+                await asyncio.sleep(0)
+        if not task.done():
+            raise TimeoutError(f"no reply within {timeout} s")
+        return task.result()
+    finally:
+        task.cancel()  # (given up, or this is cancelled: its end is nobody's business)
+
+
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # (retrieved: asyncio logs no "exception was never retrieved")
 
 
 def bulk(arg: Arg) -> bytes:

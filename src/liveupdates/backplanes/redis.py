@@ -72,7 +72,7 @@ from ..positions import Position, Publication, Replay
 from ._redis_commands import Commands, Script
 from ._redis_config import client_from_url, split_options, undecoded
 from ._redis_errors import REDIS_ERRORS, acl_rule, describe, to_backplane_error
-from ._redis_pipeline import Pipeline, bulk, bulks, pack
+from ._redis_pipeline import Pipeline, answered, bulk, bulks, pack
 from ._redis_scripts import PERMISSIONS_LUA, PUBLISH_LUA, READ_LUA, REPLAY_LUA
 from ._redis_shards import Shards
 from ._redis_subscriber import Subscriber
@@ -641,12 +641,12 @@ class RedisBackplane(Backplane):
                 )  # the next attempt starts at least the spacing after this one ended
 
     async def _watch(self, subscriber: Subscriber | Shards) -> None:
-        """PING every `health_check_interval`; the link is lost if no reply comes in time."""
+        """PING every `health_check_interval`; the link is lost if no reply comes in time (of
+        Redis' silence, not of the process' lateness: `answered`)."""
         while True:
             await anyio.sleep(self._health_check_interval)
             try:
-                with anyio.fail_after(self._timeout):
-                    await subscriber.ping()
+                await answered(subscriber.ping(), self._timeout)
             except Exception as exc:
                 self._link_lost(f"no reply to PING within {self._timeout} s ({describe(exc)})")
                 return
