@@ -38,10 +38,13 @@ CLOSE_ANNOUNCE_TIMEOUT = 2.0  # seconds `aclose` tries to announce failed publis
 
 
 class Producer:
-    """Publishes to every hub on `backplane` (a URL or a `Backplane`); holds no connections.
+    """Publishes to every hub on `backplane` (a URL or a `Backplane`); holds no client
+    connections.
 
-    Use it as ``async with`` (or `start` and `aclose`). The backplane is started with a receiver
-    that ignores deliveries: the producer listens to no stream.
+    Use it as ``async with`` (or `start` and `aclose`). The backplane is started publish-only
+    (`Backplane.start_publishing`) with a receiver that ignores deliveries: the producer listens
+    to no stream, so the Redis backplane keeps one connection to Redis for it (its commands), no
+    pub/sub connection.
     """
 
     def __init__(self, backplane: str | Backplane) -> None:
@@ -61,7 +64,8 @@ class Producer:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the backplane; raises `BackplaneError` if it cannot (Redis unreachable)."""
+        """Connect the backplane, publish-only; raises `BackplaneError` if it cannot (Redis
+        unreachable)."""
         if self._running:
             raise RuntimeError("this producer is already running")
         if self._tg is not None:
@@ -69,7 +73,7 @@ class Producer:
         tg = self._tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            await self.backplane.start(_Receiver(self))
+            await self.backplane.start_publishing(_Receiver(self))
         except BaseException:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)

@@ -112,6 +112,13 @@ class ReplaysSinceToo(MemoryBackplane):
         return await super().replay(stream, Position(since.epoch, since.offset - 1))
 
 
+class PublishOnlyNotStarted(MemoryBackplane):
+    """`start_publishing` that forgets to start."""
+
+    async def start_publishing(self, receiver: Receiver) -> None:
+        pass
+
+
 class StaysOpen(MemoryBackplane):
     async def aclose(self) -> None:
         pass
@@ -146,6 +153,7 @@ BROKEN = [
     pytest.param(kit.check_replay_incomplete, make(AlwaysComplete), id="incomplete"),
     pytest.param(kit.check_history_count, make(MemoryBackplane, size=10**6), id="count"),
     pytest.param(kit.check_history_age, make(MemoryBackplane, ttl=3600.0), id="age"),
+    pytest.param(kit.check_publish_only, make(PublishOnlyNotStarted), id="publish-only"),
     pytest.param(kit.check_closed, make(StaysOpen), id="closed-open"),
     pytest.param(kit.check_closed, make(FailsOddlyWhenClosed), id="closed-wrong-error"),
 ]

@@ -276,3 +276,22 @@ async def test_with_the_hiredis_parser(redis_server: RedisServer, redis_prefix: 
         with anyio.fail_after(5):
             await receiver.wait_for(lambda: receiver.publications == [pub])
         assert (await backplane.replay(STREAM, Position(pub.epoch, 0))).publications == [pub]
+
+
+@pytest.mark.redis
+@pytest.mark.anyio
+async def test_a_publish_only_backplane_publishes_and_replays_but_refuses_to_listen(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    backplane = RedisBackplane.from_url(f"{redis_server.url}?prefix={redis_prefix}")
+    receiver = RecordingReceiver()
+    await backplane.start_publishing(receiver)
+    try:
+        with pytest.raises(RuntimeError, match=r"start_publishing.*cannot listen"):
+            await backplane.listen(STREAM)
+        await backplane.unlisten(STREAM)  # nothing to do
+        pub = await backplane.publish(STREAM, b"{}")
+        assert (await backplane.replay(STREAM, Position(pub.epoch, 0))).publications == [pub]
+        assert backplane.connected and receiver.publications == []
+    finally:
+        await backplane.aclose()

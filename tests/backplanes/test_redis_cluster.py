@@ -16,10 +16,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis_server import redis_server_available
+from redis_server import RedisServer, redis_server_available
 from redis_topology import ClusterTopology
 
+from liveupdates import Invalidate, Producer, Topic
 from liveupdates.backplanes import backplane_from_url
 from liveupdates.backplanes._redis_errors import acl_rule
 from liveupdates.backplanes.redis import RedisBackplane
@@ -128,6 +130,87 @@ async def test_a_redis_cluster_client(shared_cluster: ClusterTopology, redis_pre
         await backplane.aclose()
     assert await client.ping()  # the application's client: not closed
     await client.aclose()
+
+
+async def test_a_producer_opens_no_sharded_pubsub_connection(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    """A `Producer` starts the backplane publish-only: on a cluster it keeps the connections
+    of redis-py's cluster client that its scripts use (one per master, as its publishes here
+    never overlap) and opens no ``SSUBSCRIBE`` connection (there was one more per master);
+    its publishes reach a listening backplane on every shard."""
+    name = "producer-" + redis_prefix
+    url = shared_cluster.backplane_url(prefix=redis_prefix)
+    async with backplanes(url, count=1) as [(listener, received)]:
+        streams = streams_on_every_master(shared_cluster, listener)
+        for stream in streams:
+            await listener.listen(stream)
+        # No PING (it could overlap a publish and open a second connection to a master).
+        quiet = shared_cluster.backplane_url(
+            prefix=redis_prefix, client_name=name, health_check_interval=0
+        )
+        async with Producer(quiet) as producer:
+            for stream in streams:
+                to = Topic(stream.removeprefix("topic:"))
+                (publication,) = await producer.publish(Invalidate(["jobs"]), to=to)
+                await delivered(received, stream, publication)
+            named = {node.port: _clients(node, name) for node in shared_cluster.nodes}
+        masters = {node.port for node in shared_cluster.masters()}
+        for port, entries in named.items():
+            assert not any(_is_pubsub(entry) for entry in entries), (port, entries)
+            # (redis-py's cluster client keeps the connection that asked a startup node for
+            # the topology, on whichever node answered first: not counted.)
+            used = [entry for entry in entries if entry["cmd"] != "cluster|slots"]
+            assert len(used) == (1 if port in masters else 0), (port, entries)
+        # (The listener's sharded pub/sub connections, one per master, are there.)
+        for node in shared_cluster.masters():
+            assert any(int(entry["ssub"]) for entry in _clients(node, "")), node.port
+
+
+async def test_a_producer_on_a_cluster_pings_the_connections_its_scripts_use(
+    shared_cluster: ClusterTopology, redis_prefix: str
+) -> None:
+    """Publish-only on a cluster there is no pub/sub connection to PING: the watchdog PINGs
+    every master through the cluster client, so on the connections that run the scripts, and
+    nothing mistakes that for a lost link."""
+    name = "producer-" + redis_prefix
+    url = shared_cluster.backplane_url(prefix=redis_prefix, client_name=name, **TIMINGS)
+    backplane = backplane_from_url(url)
+    assert isinstance(backplane, RedisBackplane)
+    async with Producer(backplane) as producer:
+        streams = streams_on_every_master(shared_cluster, backplane)
+        for stream in streams:
+            await producer.publish(Invalidate(["jobs"]), to=Topic(stream.removeprefix("topic:")))
+        masters = shared_cluster.masters()
+
+        def pinged() -> bool:  # every connection that ran a script has run a PING since
+            used = [
+                [e["cmd"] for e in _clients(master, name) if e["cmd"] != "cluster|slots"]
+                for master in masters
+            ]
+            return all(commands and set(commands) == {"ping"} for commands in used)
+
+        with anyio.fail_after(10):
+            while not pinged():  # noqa: ASYNC110 - what redis-server sees: poll it
+                await anyio.sleep(0.01)
+        for stream in streams:
+            (again,) = await producer.publish(
+                Invalidate(["jobs"]), to=Topic(stream.removeprefix("topic:"))
+            )
+            assert again.offset == 2
+        assert backplane.connected and backplane.reconnects == 0
+        entries = [e for node in shared_cluster.nodes for e in _clients(node, name)]
+        assert not any(_is_pubsub(e) for e in entries), entries
+
+
+def _clients(node: RedisServer, name: str) -> list[dict[str, str]]:
+    with redis.Redis(port=node.port, socket_timeout=2) as client:
+        listed: list[dict[str, str]] = client.client_list()
+    return [entry for entry in listed if entry["name"] == name]
+
+
+def _is_pubsub(entry: dict[str, str]) -> bool:
+    return int(entry["sub"]) + int(entry["psub"]) + int(entry["ssub"]) > 0
 
 
 async def test_a_cluster_node_given_as_one_server_says_to_use_the_cluster_url(

@@ -11,7 +11,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 import redis
 from redis_server import REDIS_SERVER, RedisServer, free_port, redis_server_available
 
+from liveupdates import Invalidate, Producer, Topic
 from liveupdates.backplanes._redis_errors import acl_rule
 from liveupdates.backplanes.redis import REPLAY_CHUNK, RedisBackplane
 from liveupdates.errors import BackplaneError, BackplaneUnavailable
@@ -47,6 +48,13 @@ async def started(url: str) -> AsyncIterator[tuple[RedisBackplane, RecordingRece
         yield backplane, receiver
     finally:
         await backplane.aclose()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` (what redis-server, another process, sees), for at most 10 s."""
+    with anyio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but time
+            await anyio.sleep(0.01)
 
 
 async def start_fails(url: str) -> BackplaneError:
@@ -404,6 +412,36 @@ async def test_sentinel_client(sentinel: int, redis_prefix: str) -> None:
         await client.aclose()  # the application's: the backplane did not close it
         for connection in sentinels.sentinels:
             await connection.aclose()
+
+
+async def test_a_producer_through_sentinel_holds_one_connection_to_the_master_and_none_else(
+    sentinel: int, redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Publish-only (`start_publishing`, as a `Producer` starts it): the command pipeline is
+    the one connection to the master, and the connection that asked the sentinel for the
+    master is closed too."""
+    name = "producer-" + redis_prefix
+    url = (
+        f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0?prefix={redis_prefix}&client_name={name}"
+    )
+    with redis.Redis(port=sentinel, socket_timeout=2) as asking:
+
+        def at_sentinel() -> int:  # the sentinel's clients but this one (nobody else's)
+            return sum(1 for c in asking.client_list() if c["cmd"] != "client|list")
+
+        def at_master() -> list[dict[str, str]]:
+            with redis.Redis(port=redis_server.port, socket_timeout=2) as client:
+                return [c for c in client.client_list() if c["name"] == name]
+
+        async with Producer(url) as producer:
+            await until(lambda: len(at_master()) == 1 and at_sentinel() == 0)
+            (link,) = at_master()
+            assert link["sub"] == "0"
+            (pub,) = await producer.publish(Invalidate(["jobs"]), to=Topic("jobs"))
+            assert [c["id"] for c in at_master()] == [link["id"]]
+    meta = "{" + redis_prefix + ":topic:jobs}:meta"
+    assert (pub.stream, pub.offset) == (STREAM, 1)
+    assert redis_server.command("HGET", meta, "offset") == b"1"
 
 
 def test_sentinel_url_errors() -> None:

@@ -19,6 +19,11 @@ Rules every implementation follows (and `liveupdates.testing` checks):
    would be told to resync).
 6. `listen` returns once live delivery of the stream is active, and does not raise while the
    backplane is disconnected (the stream is listened to once it reconnects).
+
+A process that only publishes (a `Producer`) starts its backplane with `start_publishing`
+instead of `start`: it never calls `listen`, so a backplane may hold less for it (the Redis
+one keeps no pub/sub connection). Rules 1 to 4 hold as after `start`, including the
+`Receiver.reset` that follows a `BackplaneUnavailable`; `listen` may refuse.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     async def start(self, receiver: Receiver) -> None:
         """Connect, and from now on deliver publications of listened streams to `receiver`."""
+
+    async def start_publishing(self, receiver: Receiver) -> None:
+        """Connect for a process that publishes (and may replay) but never listens.
+
+        `receiver` gets no deliveries that matter, but its `reset` is called as after `start`
+        (rule 3), so the process can announce publishes that failed while it was cut off.
+        A backplane may then hold fewer resources and refuse `listen` (``RuntimeError``).
+        The default is `start`.
+        """
+        await self.start(receiver)
 
     @abc.abstractmethod
     async def aclose(self) -> None:

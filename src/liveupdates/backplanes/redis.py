@@ -37,6 +37,14 @@ command fails for want of Redis, the backplane reconnects with full-jitter expon
 `Receiver.reset` once. Meanwhile `publish` and `replay` raise `BackplaneUnavailable` at once.
 Every command is bounded by `timeout` seconds; redis-py errors become `BackplaneError` or
 `BackplaneUnavailable` with redis-py's message and a hint of what to do (`_redis_errors`).
+
+A process that only publishes (a `Producer`) starts the backplane with `start_publishing`: it
+opens no pub/sub connection (no ``SSUBSCRIBE`` connection on a cluster), and on one Redis it
+closes the idle connection of redis-py's pool that the checks at start used, so its command
+pipeline is its one connection to Redis. Its link is then `_redis_link.CommandLink`: the
+watchdog PINGs through the command pipeline (on a cluster, every master through the cluster
+client), and losing the pipeline or a PING is losing the link: the same reconnection and
+`Receiver.reset` follow. `listen` raises `RuntimeError` (a programming error).
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ from ..positions import Position, Publication, Replay
 from ._redis_commands import Commands, Script
 from ._redis_config import client_from_url, split_options, undecoded
 from ._redis_errors import REDIS_ERRORS, acl_rule, describe, to_backplane_error
+from ._redis_link import CommandLink
 from ._redis_pipeline import Pipeline, answered, bulk, bulks, pack
 from ._redis_scripts import PERMISSIONS_LUA, PUBLISH_LUA, READ_LUA, REPLAY_LUA
 from ._redis_shards import Shards
@@ -135,8 +144,9 @@ class RedisBackplane(Backplane):
     ``decode_responses`` setting does not matter. History keeps the newest `history_size`
     events of a stream that are younger than `history_ttl` seconds; a stream idle for
     `history_ttl` is forgotten and gets a new epoch. Every command gives up after `timeout`
-    seconds; the pub/sub connection is PINGed every `health_check_interval` seconds (0
-    disables it); reconnection waits at most `max_reconnect_delay` seconds between attempts.
+    seconds; the pub/sub connection (publish-only: the command connection) is PINGed every
+    `health_check_interval` seconds (0 disables it); reconnection waits at most
+    `max_reconnect_delay` seconds between attempts.
     """
 
     def __init__(
@@ -181,16 +191,19 @@ class RedisBackplane(Backplane):
         self._max_reconnect_delay = max_reconnect_delay
         self._commands = Commands(self._redis, timeout)
         self._state = _State.NEW
+        self._publish_only = False  # started with `start_publishing`
         self._receiver: Receiver | None = None
         self._task: asyncio.Task[None] | None = None
         self._listened: dict[str, bytes] = {}  # stream -> channel
         self._streams: dict[bytes, str] = {}  # channel -> stream
-        self._subscriber: Subscriber | Shards | None = None  # while connected
+        # The link, while connected: the pub/sub connection(s), or when publish-only the
+        # `CommandLink` that stands for them.
+        self._subscriber: Subscriber | Shards | CommandLink | None = None
         self._pipeline: Pipeline | None = None  # commands (not on a cluster), while connected
         self._open_pipeline: Pipeline | None = None  # until closed
         # The open pub/sub connection and its reader, until closed (`_subscriber` is None as
         # soon as the connection is found broken; this one stays until it is closed).
-        self._open: tuple[Subscriber | Shards, asyncio.Task[None]] | None = None
+        self._open: tuple[Subscriber | Shards | CommandLink, asyncio.Task[None]] | None = None
         self._lost = asyncio.Event()  # set when the connection is found broken
         self._hurry = asyncio.Event()  # set when a caller found the connection down
         # A new epoch is Redis' TIME and this suffix (random, so that two processes starting
@@ -201,7 +214,8 @@ class RedisBackplane(Backplane):
         self._packed_tail = bulks(self._publish_tail)
         self._prepared: dict[str, _Stream] = {}
         self.reconnects = 0
-        """How many times the pub/sub connection was lost and opened again."""
+        """How many times the link was lost and opened again (the pub/sub connection, or the
+        command connection of a publish-only backplane)."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackplane:
@@ -232,7 +246,8 @@ class RedisBackplane(Backplane):
 
     @property
     def connected(self) -> bool:
-        """Whether the pub/sub connection is up (publish and replay are attempted)."""
+        """Whether the link is up (the pub/sub connection, or the command connection of a
+        publish-only backplane): publish and replay are attempted."""
         return self._subscriber is not None
 
     def names(self, stream: str) -> StreamNames:
@@ -247,6 +262,20 @@ class RedisBackplane(Backplane):
         Call it from asyncio (redis-py's client is asyncio-only). From then on the backplane
         keeps its pub/sub connection up by itself until `aclose`.
         """
+        await self._start(receiver, publish_only=False)
+
+    async def start_publishing(self, receiver: Receiver) -> None:
+        """`start` for a process that publishes but never listens (a `Producer`).
+
+        No pub/sub connection: on one Redis (or through Sentinel) the backplane holds one
+        connection, its command pipeline, PINGed every `health_check_interval`; on a cluster,
+        the connections of redis-py's cluster client that its scripts use, and no
+        ``SSUBSCRIBE`` connection. Losing the link is followed by the same reconnection and
+        `Receiver.reset` as after `start`. `listen` raises `RuntimeError`.
+        """
+        await self._start(receiver, publish_only=True)
+
+    async def _start(self, receiver: Receiver, *, publish_only: bool) -> None:
         if self._state is _State.CLOSED:
             raise HubClosed("the backplane is closed")
         if self._state is _State.RUNNING:
@@ -256,6 +285,7 @@ class RedisBackplane(Backplane):
         except RuntimeError:
             raise RuntimeError("RedisBackplane needs asyncio (redis.asyncio)") from None
         self._receiver = receiver
+        self._publish_only = publish_only
         self._state = _State.RUNNING
         try:
             try:
@@ -263,6 +293,8 @@ class RedisBackplane(Backplane):
                 await self._check_not_cluster()
                 await self._check_permissions()
                 await self._connect()
+                if publish_only:
+                    await self._release_idle()
             except REDIS_ERRORS as exc:
                 raise to_backplane_error(
                     exc, "connect", self.prefix, cluster=self._cluster
@@ -372,8 +404,14 @@ class RedisBackplane(Backplane):
 
         Never fails because of the connection: while it is down the stream is subscribed on
         reconnection, which is followed by `Receiver.reset`. Raises `BackplaneError` (naming
-        the channel and the ACL rule) when Redis refuses the subscription.
+        the channel and the ACL rule) when Redis refuses the subscription. Raises
+        `RuntimeError` on a backplane started with `start_publishing`.
         """
+        if self._publish_only:
+            raise RuntimeError(
+                "this Redis backplane was started with start_publishing (as a Producer's): it "
+                "has no pub/sub connection and cannot listen; start it with start() instead"
+            )
         channel = self.names(stream).channel.encode()
         self._listened[stream] = channel
         self._streams[channel] = stream
@@ -492,10 +530,15 @@ class RedisBackplane(Backplane):
     # The pub/sub connection
 
     async def _connect(self) -> None:
-        """Open the pub/sub connection, subscribed to exactly the listened streams."""
-        subscriber: Subscriber | Shards
+        """Open the pub/sub connection, subscribed to exactly the listened streams (when
+        publish-only: only the command pipeline, and its `CommandLink`)."""
+        subscriber: Subscriber | Shards | CommandLink
         pipeline = None
-        if self._cluster:
+        if self._publish_only:
+            if not self._cluster:
+                pipeline = Pipeline(self._new_connection(), self._timeout, self._pipeline_lost)
+            subscriber = self._command_link(pipeline)
+        elif self._cluster:
             subscriber = Shards(self._redis, self._on_message)
         else:
             subscriber = Subscriber(self._redis, self._on_message)
@@ -538,6 +581,31 @@ class RedisBackplane(Backplane):
         self._pipeline, self._open_pipeline = pipeline, pipeline
         self._lost = asyncio.Event()
 
+    def _command_link(self, pipeline: Pipeline | None) -> CommandLink:
+        """The link of a publish-only backplane: PINGs through `pipeline`, or on a cluster
+        (no pipeline) to every master through redis-py's cluster client."""
+        if pipeline is not None:
+            call = pipeline.call
+            return CommandLink(lambda: call("PING"))
+        cluster = self._redis
+        return CommandLink(
+            lambda: cluster.ping(target_nodes=RedisCluster.PRIMARIES), check_at_connect=True
+        )
+
+    async def _release_idle(self) -> None:
+        """Publish-only, not on a cluster: close the idle connections of redis-py's pool (the
+        checks at start used one) and of the sentinels' clients (a Sentinel client asks them
+        for the master), so that the command pipeline is the process's one connection. A pool
+        opens a connection again if it is used."""
+        if self._cluster:
+            return
+        pools = [self._redis.connection_pool]
+        manager = getattr(pools[0], "sentinel_manager", None)
+        pools += [sentinel.connection_pool for sentinel in getattr(manager, "sentinels", ())]
+        for pool in pools:
+            with anyio.move_on_after(self._timeout), suppress(rx.RedisError, OSError):
+                await pool.disconnect(inuse_connections=False)
+
     def _new_connection(self) -> AbstractConnection:
         """A connection like the pool's, without a socket timeout (`Pipeline` bounds each
         command by `timeout` itself, and must not time out while it waits for commands)."""
@@ -549,7 +617,9 @@ class RedisBackplane(Backplane):
     def _pipeline_lost(self, reason: str) -> None:
         self._link_lost(f"the command connection failed: {reason}")
 
-    async def _subscribe_all(self, subscriber: Subscriber | Shards, channels: list[bytes]) -> None:
+    async def _subscribe_all(
+        self, subscriber: Subscriber | Shards | CommandLink, channels: list[bytes]
+    ) -> None:
         try:
             await subscriber.subscribe(channels)
         except _MOVING:
@@ -592,6 +662,8 @@ class RedisBackplane(Backplane):
                 _log.exception("the Redis pub/sub connection failed unexpectedly")
             await self._disconnect("the connection to Redis was lost")
             await self._reconnect()
+            if self._publish_only:
+                await self._release_idle()
             self.reconnects += 1
             _log.info("reconnected to Redis, %d streams subscribed", len(self._streams))
             try:
@@ -640,7 +712,7 @@ class RedisBackplane(Backplane):
                     loop.time()
                 )  # the next attempt starts at least the spacing after this one ended
 
-    async def _watch(self, subscriber: Subscriber | Shards) -> None:
+    async def _watch(self, subscriber: Subscriber | Shards | CommandLink) -> None:
         """PING every `health_check_interval`; the link is lost if no reply comes in time (of
         Redis' silence, not of the process' lateness: `answered`)."""
         while True:
@@ -667,7 +739,8 @@ class RedisBackplane(Backplane):
 
     def _link_lost(self, reason: str) -> None:
         if self._subscriber is not None and not self._lost.is_set():
-            _log.warning("lost the Redis pub/sub connection: %s", reason)
+            link = "connection" if self._publish_only else "pub/sub connection"
+            _log.warning("lost the Redis %s: %s", link, reason)
             self._subscriber = None  # publish and replay fail fast from now on
             self._pipeline = None
             self._lost.set()

@@ -410,6 +410,40 @@ async def check_closed(factory: BackplaneFactory) -> None:
     raise ConformanceError("rule 1: publish after aclose did not raise")
 
 
+async def check_publish_only(factory: BackplaneFactory) -> None:
+    """`start_publishing`: publish and replay work as after `start`; with a shared store, a
+    backplane started with `start` receives what the publish-only one publishes."""
+    (stream,) = _streams(1)
+    async with AsyncExitStack() as stack:
+        listener: RecordingReceiver | None = None
+        if factory.shared_store:
+            other, listener = await stack.enter_async_context(_started(factory))
+            await other.listen(stream)
+        backplane = factory.make(history_size=1000, history_ttl=600.0)
+        stack.push_async_callback(backplane.aclose)
+        try:
+            await backplane.start_publishing(RecordingReceiver())
+            head = (await backplane.replay(stream, None)).head
+            published = [await backplane.publish(stream, b'{"n":%d}' % n) for n in range(3)]
+            replay = await backplane.replay(stream, head)
+        except LiveUpdatesError as exc:
+            raise ConformanceError(
+                f"a backplane started with start_publishing failed to publish or replay: {exc!r}"
+            ) from exc
+        for before, after in itertools.pairwise([head, *(pub.position for pub in published)]):
+            _expect(
+                after == Position(before.epoch, before.offset + 1),
+                f"rule 2: publish-only, offsets must grow by one: {before} then {after}",
+            )
+        _same(replay, published, "replay through a publish-only backplane")
+        if listener is not None:
+            delivered = await _delivered(factory, listener, stream, len(published))
+            _expect(
+                delivered == published,
+                "rule 1: a listening backplane must receive what a publish-only one publishes",
+            )
+
+
 Check = Callable[[BackplaneFactory], Awaitable[None]]
 
 CHECKS: tuple[Check, ...] = (
@@ -423,6 +457,7 @@ CHECKS: tuple[Check, ...] = (
     check_history_count,
     check_history_age,
     check_shared_store,
+    check_publish_only,
     check_closed,
 )
 """Every check of the kit, in the order `check_backplane` runs them."""
@@ -482,6 +517,9 @@ class BackplaneConformance:
 
             pytest.skip("the backplane does not share a store between instances")
         await check_shared_store(backplane_factory)
+
+    async def test_publish_only(self, backplane_factory: BackplaneFactory) -> None:
+        await check_publish_only(backplane_factory)
 
     async def test_closed(self, backplane_factory: BackplaneFactory) -> None:
         await check_closed(backplane_factory)
