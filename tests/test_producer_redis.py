@@ -11,7 +11,11 @@ Each process's connections are told apart in ``CLIENT LIST`` by the ``client_nam
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from functools import partial
+from pathlib import Path
 
 import anyio
 import pytest
@@ -23,6 +27,7 @@ from liveupdates._pipeline.control import CONTROL_SLOT, ResyncStream, decode_con
 from liveupdates.asgi import WebSocketEndpoint
 from liveupdates.backplanes import Receiver
 from liveupdates.backplanes.redis import RedisBackplane
+from liveupdates.durable import create_outbox_table, run_relay, write_event
 from liveupdates.positions import Position, Publication
 from liveupdates.testing import RecordingReceiver
 from liveupdates.testing.websocket import connect_asgi
@@ -223,3 +228,33 @@ async def test_a_paused_redis_fails_the_ping_and_publishing_resumes_after(
         replay = await backplane.replay(STREAM, before.position)
         assert replay.complete and replay.publications[-1] == after
         assert any(p.slot == CONTROL_SLOT for p in replay.publications)  # the announcement
+
+
+async def test_a_relay_process_holds_one_connection(
+    redis_server: RedisServer, redis_prefix: str, tmp_path: Path
+) -> None:
+    """`run_relay` (`liveupdates relay`) only publishes: it starts its backplane publish-only
+    too, and what is committed to the outbox reaches a listening backplane."""
+    name = "relay-" + redis_prefix
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as db:
+        create_outbox_table(db)
+    listener = RedisBackplane.from_url(redis_server.backplane_url(prefix=redis_prefix))
+    received = RecordingReceiver()
+    await listener.start(received)
+    try:
+        await listener.listen(STREAM)
+        url = redis_server.backplane_url(prefix=redis_prefix, client_name=name)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(run_relay, f"sqlite:///{path}", url, handle_signals=False))
+            await until(lambda: len(clients(redis_server, name)) == 1)
+            (link,) = clients(redis_server, name)
+            assert not is_pubsub(link), link
+            with closing(sqlite3.connect(path)) as db, db:
+                write_event(db, Invalidate(["jobs", 1]), to=Topic("jobs"))
+            with anyio.fail_after(10):
+                await received.wait_for(lambda: len(received.of(STREAM)) == 1)
+            assert [c["id"] for c in clients(redis_server, name)] == [link["id"]]
+            tg.cancel_scope.cancel()
+    finally:
+        await listener.aclose()

@@ -268,7 +268,8 @@ class OutboxRelay:
 
 
 class _NoReceiver:
-    """A relay process listens to no stream: it only publishes."""
+    """A relay process listens to no stream: it only publishes (`start_publishing`: over Redis,
+    one connection)."""
 
     def deliver(self, publication: Publication) -> None:
         pass
@@ -288,7 +289,7 @@ async def run_relay(
     way is finished first) or cancellation. `backplane` is a URL or a backplane object (started
     and closed here); `options` are `OutboxRelay`'s."""
     plane = backplane_from_url(backplane) if isinstance(backplane, str) else backplane
-    await plane.start(_NoReceiver())
+    await plane.start_publishing(_NoReceiver())  # (it listens to nothing)
     try:
         relay = OutboxRelay(database, plane, **options)
         async with anyio.create_task_group() as tg:
