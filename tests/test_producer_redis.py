@@ -93,6 +93,12 @@ def seen_backplane(url: str) -> SeenBackplane:
     return backplane
 
 
+def named_producer_backplane(server: RedisServer) -> tuple[str, SeenBackplane]:
+    """A producer's backplane with short timings, whose connections `clients` finds by name."""
+    name = "producer-" + secrets.token_hex(4)
+    return name, seen_backplane(server.backplane_url(client_name=name, **TIMINGS))
+
+
 async def test_a_producer_holds_one_connection_and_reaches_a_listening_backplane(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:
@@ -156,8 +162,7 @@ async def test_a_hub_on_the_same_url_keeps_its_pubsub_and_command_connections(
 async def test_the_producer_reconnects_and_announces_what_failed_while_redis_was_down(
     own_redis_server: RedisServer,
 ) -> None:
-    name = "producer-" + secrets.token_hex(4)
-    backplane = seen_backplane(own_redis_server.backplane_url(client_name=name, **TIMINGS))
+    name, backplane = named_producer_backplane(own_redis_server)
     async with Producer(backplane) as producer:
         (before,) = await producer.publish(Invalidate(["jobs"]), to=Topic("jobs"))
         own_redis_server.kill9()
@@ -190,8 +195,7 @@ async def test_a_lost_command_connection_is_noticed_by_its_ping_and_reset(
 ) -> None:
     """The command connection is the link: killed while idle (no publish to find it broken),
     the PING through it notices, the producer reconnects and resets, with one connection."""
-    name = "producer-" + secrets.token_hex(4)
-    backplane = seen_backplane(own_redis_server.backplane_url(client_name=name, **TIMINGS))
+    name, backplane = named_producer_backplane(own_redis_server)
     async with Producer(backplane) as producer:
         (first,) = await producer.publish(Invalidate(["jobs"]), to=Topic("jobs"))
         await until(lambda: len(clients(own_redis_server, name)) == 1)
@@ -209,8 +213,7 @@ async def test_a_lost_command_connection_is_noticed_by_its_ping_and_reset(
 async def test_a_paused_redis_fails_the_ping_and_publishing_resumes_after(
     own_redis_server: RedisServer,
 ) -> None:
-    name = "producer-" + secrets.token_hex(4)
-    backplane = seen_backplane(own_redis_server.backplane_url(client_name=name, **TIMINGS))
+    _, backplane = named_producer_backplane(own_redis_server)
     async with Producer(backplane) as producer:
         (before,) = await producer.publish(Invalidate(["jobs"]), to=Topic("jobs"))
         own_redis_server.pause()

@@ -119,7 +119,9 @@ class Flusher:
         """
         if self._broadcast is not None:
             self._settle()  # the broadcast in progress first, in every outbox
-        if not self._direct or self._queued:
+        if not self._direct or self._queued or asyncio.current_task() is None:
+            # (outside any task, in a backplane's plain callback, a send cannot run: one that
+            # needs its task's context, anyio's, raises there; the flusher's task sends it)
             self._queued = True
             return _push_all(conns, message)
         now = self.clock()
